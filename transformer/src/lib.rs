@@ -1,0 +1,1 @@
+//! The executable specification of the C# ↔ Python SDXL worker protocol.
