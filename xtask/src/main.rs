@@ -29,14 +29,14 @@ fn run(args: &[String]) -> Result<()> {
         print!("{USAGE}");
         return Ok(());
     };
-    match command.as_str() {
+    let result: Result<()> = match command.as_str() {
         "-h" | "--help" | "help" => {
             print!("{USAGE}");
             Ok(())
         }
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
-    }
-    .with_context(|| format!("cargo xtask {command} {}", rest.join(" ")))
+    };
+    result.with_context(|| format!("cargo xtask {command} {}", rest.join(" ")))
 }
 
 /// The workspace root (the parent of `xtask/`).
