@@ -1,1 +1,11 @@
 //! The executable specification of the C# ↔ Python SDXL worker protocol.
+//!
+//! Data flow: C# JSON → [`csharp`] (parse case-insensitively into the typed C# request) →
+//! [`request_map`] (C# → Python v2, with a [`report::MappingReport`]) → [`schema`] validation →
+//! Python JSON. Replies come back through [`reply_map`].
+
+pub mod error;
+pub mod schema;
+
+pub use error::{Errors, FieldError, Result};
+pub use schema::Schema;
