@@ -4,7 +4,11 @@
 //! [`request_map`] (C# → Python v2, with a [`report::MappingReport`]) → [`schema`] validation →
 //! Python JSON. Replies come back through [`reply_map`].
 
+pub mod commands;
+pub mod csharp;
 pub mod error;
+pub mod read;
+pub mod schedulers;
 pub mod schema;
 
 pub use error::{Errors, FieldError, Result};

@@ -1,0 +1,298 @@
+//! Reading JSON objects the way System.Text.Json does with `PropertyNameCaseInsensitive`:
+//! property names match case-insensitively, `null` means absent, and a value of the wrong JSON
+//! type is an error (no coercion of `"42"` to 42 or of `7.5` to an integer).
+//!
+//! Every problem is recorded in a [`Ctx`] instead of stopping at the first one, so a request's
+//! errors are all reported at once. Properties nobody read become warnings: nothing is dropped
+//! silently.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{pointer_push, FieldError};
+
+/// A note in the mapping report that is not an error.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Warning {
+    pub path: String,
+    pub message: String,
+}
+
+/// Errors and warnings collected while reading one message.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    pub errors: Vec<FieldError>,
+    pub warnings: Vec<Warning>,
+}
+
+impl Ctx {
+    pub fn error(&mut self, error: FieldError) {
+        self.errors.push(error);
+    }
+
+    pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.warnings.push(Warning {
+            path: path.into(),
+            message: message.into(),
+        });
+    }
+}
+
+/// A JSON value together with the JSON Pointer it was found at.
+#[derive(Debug, Clone)]
+pub struct At<'a> {
+    pub value: &'a Value,
+    pub path: String,
+}
+
+/// One JSON object being read; tracks which properties were consumed.
+pub struct Reader<'a> {
+    map: &'a Map<String, Value>,
+    path: String,
+    keys: Vec<(String, &'a str)>,
+    used: Vec<bool>,
+}
+
+/// Property names compare like System.Text.Json's case-insensitive mode (ordinal, ignoring case).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.chars().zip(b.chars()).all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
+}
+
+/// A looser match used only as a fallback, with a warning: snake_case spellings of a camelCase
+/// name (`guidance_scale` for `guidanceScale`). System.Text.Json would not bind these, so the
+/// report says so; the analyses-era samples use them.
+fn same_name_ignoring_underscores(a: &str, b: &str) -> bool {
+    let mut x = a.chars().filter(|c| *c != '_').flat_map(char::to_lowercase);
+    let mut y = b.chars().filter(|c| *c != '_').flat_map(char::to_lowercase);
+    loop {
+        match (x.next(), y.next()) {
+            (None, None) => return true,
+            (Some(p), Some(q)) if p == q => {}
+            _ => return false,
+        }
+    }
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(map: &'a Map<String, Value>, path: impl Into<String>) -> Self {
+        let path = path.into();
+        let keys = map
+            .keys()
+            .map(|k| (pointer_push(&path, k), k.as_str()))
+            .collect();
+        Reader {
+            map,
+            used: vec![false; map.len()],
+            keys,
+            path,
+        }
+    }
+
+    /// Reads `value` as an object at `path`, recording a type error otherwise.
+    pub fn object(ctx: &mut Ctx, at: At<'a>) -> Option<Reader<'a>> {
+        match at.value {
+            Value::Object(map) => Some(Reader::new(map, at.path)),
+            other => {
+                ctx.error(type_error(&at.path, "an object", other));
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The property matching `name` (any casing), or `None` when absent or `null`.
+    /// Two properties that both match are an error naming both paths.
+    pub fn get(&mut self, ctx: &mut Ctx, name: &str) -> Option<At<'a>> {
+        let mut found: Option<usize> = None;
+        for (i, (_, key)) in self.keys.iter().enumerate() {
+            if same_name(key, name) {
+                if let Some(first) = found {
+                    ctx.error(FieldError::new(
+                        self.keys[i].0.clone(),
+                        "conflict",
+                        format!(
+                            "two properties match `{name}` (names are case-insensitive): {} and {}",
+                            self.keys[first].0, self.keys[i].0
+                        ),
+                    ));
+                    self.used[i] = true;
+                    continue;
+                }
+                found = Some(i);
+            }
+        }
+        if found.is_none() {
+            for (i, (_, key)) in self.keys.iter().enumerate() {
+                if !self.used[i] && same_name_ignoring_underscores(key, name) {
+                    ctx.warn(
+                        self.keys[i].0.clone(),
+                        format!(
+                            "read as `{name}`: System.Text.Json would not bind `{key}` (underscores are not ignored there)"
+                        ),
+                    );
+                    found = Some(i);
+                    break;
+                }
+            }
+        }
+        let i = found?;
+        self.used[i] = true;
+        let (path, key) = &self.keys[i];
+        let value = &self.map[*key];
+        if value.is_null() {
+            return None;
+        }
+        Some(At {
+            value,
+            path: path.clone(),
+        })
+    }
+
+    /// True when a property matching `name` exists (even if `null`); does not consume it.
+    pub fn has(&self, name: &str) -> bool {
+        self.keys
+            .iter()
+            .any(|(_, k)| same_name(k, name) || same_name_ignoring_underscores(k, name))
+    }
+
+    pub fn string(&mut self, ctx: &mut Ctx, name: &str) -> Option<(String, String)> {
+        let at = self.get(ctx, name)?;
+        as_string(ctx, &at).map(|s| (s, at.path))
+    }
+
+    pub fn int(&mut self, ctx: &mut Ctx, name: &str) -> Option<(i64, String)> {
+        let at = self.get(ctx, name)?;
+        as_int(ctx, &at).map(|n| (n, at.path))
+    }
+
+    pub fn number(&mut self, ctx: &mut Ctx, name: &str) -> Option<(f64, String)> {
+        let at = self.get(ctx, name)?;
+        as_number(ctx, &at).map(|n| (n, at.path))
+    }
+
+    pub fn boolean(&mut self, ctx: &mut Ctx, name: &str) -> Option<(bool, String)> {
+        let at = self.get(ctx, name)?;
+        as_bool(ctx, &at).map(|b| (b, at.path))
+    }
+
+    pub fn object_field(&mut self, ctx: &mut Ctx, name: &str) -> Option<Reader<'a>> {
+        let at = self.get(ctx, name)?;
+        Reader::object(ctx, at)
+    }
+
+    pub fn array(&mut self, ctx: &mut Ctx, name: &str) -> Option<Vec<At<'a>>> {
+        let at = self.get(ctx, name)?;
+        as_array(ctx, &at)
+    }
+
+    /// Records every property nobody read as a warning ("ignored").
+    pub fn finish(self, ctx: &mut Ctx) {
+        for (i, (path, key)) in self.keys.iter().enumerate() {
+            if !self.used[i] {
+                ctx.warn(
+                    path.clone(),
+                    format!("unknown property `{key}`: not part of the protocol, ignored"),
+                );
+            }
+        }
+    }
+}
+
+/// Items of an array, each with its JSON Pointer.
+pub fn as_array<'a>(ctx: &mut Ctx, at: &At<'a>) -> Option<Vec<At<'a>>> {
+    match at.value {
+        Value::Array(items) => Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, value)| At {
+                    value,
+                    path: format!("{}/{i}", at.path),
+                })
+                .collect(),
+        ),
+        other => {
+            ctx.error(type_error(&at.path, "an array", other));
+            None
+        }
+    }
+}
+
+pub fn as_bool(ctx: &mut Ctx, at: &At<'_>) -> Option<bool> {
+    match at.value {
+        Value::Bool(b) => Some(*b),
+        other => {
+            ctx.error(type_error(&at.path, "a boolean", other));
+            None
+        }
+    }
+}
+
+pub fn as_string(ctx: &mut Ctx, at: &At<'_>) -> Option<String> {
+    match at.value {
+        Value::String(s) => Some(s.clone()),
+        other => {
+            ctx.error(type_error(&at.path, "a string", other));
+            None
+        }
+    }
+}
+
+pub fn as_int(ctx: &mut Ctx, at: &At<'_>) -> Option<i64> {
+    match at.value {
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => Some(i),
+            None if n.is_u64() => {
+                ctx.error(
+                    FieldError::new(&at.path, "range", "integer too large").with_value(at.value),
+                );
+                None
+            }
+            None => {
+                ctx.error(type_error(&at.path, "an integer", at.value));
+                None
+            }
+        },
+        other => {
+            ctx.error(type_error(&at.path, "an integer", other));
+            None
+        }
+    }
+}
+
+pub fn as_number(ctx: &mut Ctx, at: &At<'_>) -> Option<f64> {
+    match at.value {
+        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).or_else(|| {
+            ctx.error(FieldError::new(&at.path, "range", "number is not finite").with_value(at.value));
+            None
+        }),
+        other => {
+            ctx.error(type_error(&at.path, "a number", other));
+            None
+        }
+    }
+}
+
+pub fn type_error(path: &str, expected: &str, found: &Value) -> FieldError {
+    FieldError::new(
+        path,
+        "type",
+        format!("expected {expected}, found {}", json_type_name(found)),
+    )
+    .with_value(found)
+}
+
+pub fn json_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(n) if n.is_f64() => "a number with a fraction",
+        Value::Number(_) => "an integer",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
