@@ -112,7 +112,6 @@ pub struct ControlNet {
     pub weight: Option<f64>,
     pub guidance_start: Option<f64>,
     pub guidance_end: Option<f64>,
-    pub preprocess: Option<bool>,
 }
 
 /// A textual inversion: a path string, or `{token, path}`.

@@ -33,12 +33,22 @@ pub fn parse_message(ctx: &mut Ctx, value: &Value) -> Option<CsMessage> {
         ));
         return None;
     }
-    if top.has("message_type") || top.has("model_name") {
+    if top.has("message_type") {
         ctx.error(FieldError::new(
             "",
             "dialect",
-            "this is a Python worker message (it has `message_type` or `model_name`), not a C# one; \
+            "this is a Python worker message (it has `message_type`), not a C# one; \
              check it with `sdxl-transform validate --schema python-request`",
+        ));
+        return None;
+    }
+    if top.has("model_name") || top.has("num_inference_steps") {
+        ctx.error(FieldError::new(
+            "",
+            "dialect",
+            "this looks like the `data` object of a Python inference request (it has `model_name`), \
+             not a C# message; wrap it as {\"message_type\":\"inference_request\",\"request_id\":…,\"data\":…} \
+             and check it with `sdxl-transform validate --schema python-request`",
         ));
         return None;
     }
@@ -473,7 +483,6 @@ fn parse_control_net(ctx: &mut Ctx, at: At<'_>, l: &mut Loc<'_>) -> Option<Contr
         weight: l.put("weight", r.number(ctx, "weight")),
         guidance_start: l.put("guidanceStart", r.number(ctx, "guidanceStart")),
         guidance_end: l.put("guidanceEnd", r.number(ctx, "guidanceEnd")),
-        preprocess: l.put("preprocess", r.boolean(ctx, "preprocess")),
     };
     r.finish(ctx);
     Some(unit)

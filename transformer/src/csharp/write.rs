@@ -84,7 +84,6 @@ pub fn to_json(request: &CsRequest, casing: Casing) -> Value {
                     .f("weight", u.weight)
                     .f("guidanceStart", u.guidance_start)
                     .f("guidanceEnd", u.guidance_end)
-                    .b("preprocess", u.preprocess)
                     .into_value()
             })
             .collect();

@@ -1,0 +1,1092 @@
+//! C# → Python v2 (PROTOCOL B.2–B.6): one function per C# section, strict values (B.3), every
+//! field mapped, defaulted or reported.
+
+use serde_json::{json, Value};
+
+use crate::csharp::{self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting};
+use crate::error::{parse_json, Errors, FieldError, Result};
+use crate::python::{self, Envelope, InferenceData};
+use crate::read::Ctx;
+use crate::report::{DefaultApplied, Mapped, MappingReport, Reported};
+use crate::{commands, schedulers, Schema};
+
+/// The C# side's documented defaults for fields a request may leave out.
+pub mod defaults {
+    pub const STEPS: u32 = 25;
+    pub const GUIDANCE_SCALE: f64 = 7.5;
+    pub const WIDTH: u32 = 1024;
+    pub const HEIGHT: u32 = 1024;
+    pub const SEED: i64 = -1;
+    pub const BATCH_SIZE: u32 = 1;
+    pub const OUTPUT_FORMAT: &str = "png";
+    pub const QUALITY: u32 = 95;
+    /// diffusers' `controlnet_conditioning_scale`, `control_guidance_start`/`_end` defaults.
+    pub const CONTROLNET_SCALE: f64 = 1.0;
+    pub const CONTROLNET_START: f64 = 0.0;
+    pub const CONTROLNET_END: f64 = 1.0;
+    /// diffusers' `set_adapters` weight default.
+    pub const LORA_WEIGHT: f64 = 1.0;
+}
+
+/// Limits of PROTOCOL B.3.
+pub mod limits {
+    pub const PROMPT_MAX_CHARS: usize = 2000;
+    pub const STEPS: (i64, i64) = (1, 150);
+    pub const GUIDANCE: (f64, f64) = (1.0, 30.0);
+    pub const STRENGTH: (f64, f64) = (0.0, 1.0);
+    pub const SEED_MAX: i64 = 2_147_483_647;
+    pub const SIZE: (i64, i64) = (256, 2048);
+    pub const SIZE_MULTIPLE: i64 = 8;
+    pub const BATCH: (i64, i64) = (1, 8);
+    pub const LORA_WEIGHT: (f64, f64) = (-2.0, 2.0);
+    pub const CONTROLNET_WEIGHT: (f64, f64) = (0.0, 2.0);
+    pub const QUALITY: (i64, i64) = (1, 100);
+    pub const UPSCALE_FACTOR: (f64, f64) = (1.0, 8.0);
+}
+
+/// Options of a mapping run.
+#[derive(Debug, Clone, Default)]
+pub struct MapOptions {
+    /// The `request_id` to use when the message carries no `session_id`. When unset, one is
+    /// derived from the message's content (16 hex digits), so the mapping stays a pure function.
+    pub request_id: Option<String>,
+}
+
+/// A mapped message: the Python v2 envelope and what became of each field.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapping {
+    pub message: Envelope,
+    pub report: MappingReport,
+}
+
+impl Mapping {
+    pub fn message_json(&self) -> Value {
+        serde_json::to_value(&self.message).unwrap_or(Value::Null)
+    }
+}
+
+/// Bytes in (any accepted C# message), Python v2 out.
+pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
+    let value = parse_json(bytes)?;
+    map_request(&value, options)
+}
+
+/// Maps one C# message to the Python v2 envelope; all errors of the message at once.
+pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
+    let mut ctx = Ctx::default();
+    let parsed = csharp::parse_message(&mut ctx, input);
+    let Some(message) = parsed else {
+        return Err(Errors { errors: ctx.errors });
+    };
+    let command = commands::by_action(message.action);
+    let mut mapper = Mapper {
+        ctx,
+        locations: &message.locations,
+        report: MappingReport {
+            dialect: message.dialect.name(),
+            action: command.action,
+            message_type: command.message_type,
+            ..MappingReport::default()
+        },
+        dialect: message.dialect,
+    };
+    let request_id = mapper.request_id(&message, input, options);
+    let data = mapper.map_body(&message, &request_id);
+    let Mapper {
+        ctx, mut report, ..
+    } = mapper;
+    if !ctx.errors.is_empty() {
+        return Err(Errors { errors: ctx.errors });
+    }
+    report.warnings = ctx.warnings;
+    let envelope = Envelope {
+        message_type: command.message_type.to_string(),
+        request_id,
+        data,
+    };
+    let json = serde_json::to_value(&envelope).unwrap_or(Value::Null);
+    // The output must satisfy the v2 schema; a failure here is a bug of this crate, reported
+    // as such instead of sending an invalid message on.
+    if let Err(errors) = Schema::PythonRequest.validate(&json) {
+        return Err(Errors {
+            errors: errors
+                .errors
+                .into_iter()
+                .map(|mut e| {
+                    e.rule = "internal";
+                    e.message = format!("mapped output violates the v2 schema at {}: {}", e.path, e.message);
+                    e.path = String::new();
+                    e
+                })
+                .collect(),
+        });
+    }
+    Ok(Mapping {
+        message: envelope,
+        report,
+    })
+}
+
+struct Mapper<'m> {
+    ctx: Ctx,
+    locations: &'m Locations,
+    report: MappingReport,
+    dialect: Dialect,
+}
+
+/// An input value together with the canonical field it belongs to.
+type Field<'v, 's, T> = (Option<&'v T>, &'s str);
+
+impl Mapper<'_> {
+    // ---- bookkeeping -------------------------------------------------------------------
+
+    /// Where a canonical field is in the input (its canonical pointer when absent).
+    fn loc(&self, canonical: &str) -> String {
+        match self.locations.get(canonical) {
+            Some(path) => path.clone(),
+            None => self.absent_path(canonical),
+        }
+    }
+
+    /// The pointer a missing field would have had in this message's dialect.
+    fn absent_path(&self, canonical: &str) -> String {
+        let prefix = match self.dialect {
+            Dialect::HttpBody | Dialect::Action => "",
+            Dialect::ActionRequest => "/request",
+            Dialect::ActionRequestData => "/request_data",
+            Dialect::ActionParameters => {
+                let name = match canonical {
+                    "/conditioning/prompt" => "prompt",
+                    "/conditioning/negativePrompt" => "negative_prompt",
+                    "/hyperparameters/width" => "width",
+                    "/hyperparameters/height" => "height",
+                    "/scheduler/steps" => "steps",
+                    "/hyperparameters/guidanceScale" => "guidance_scale",
+                    "/hyperparameters/seed" => "seed",
+                    _ => return format!("/parameters{canonical}"),
+                };
+                return format!("/parameters/{name}");
+            }
+        };
+        format!("{prefix}{canonical}")
+    }
+
+    fn mapped(&mut self, canonical: &str, to: &str) {
+        if let Some(from) = self.locations.get(canonical) {
+            self.report.mapped.push(Mapped {
+                from: from.clone(),
+                to: to.to_string(),
+            });
+        }
+    }
+
+    fn defaulted(&mut self, to: &str, value: Value, reason: &'static str) {
+        self.report.defaults.push(DefaultApplied {
+            to: to.to_string(),
+            value,
+            reason,
+        });
+    }
+
+    fn reported(&mut self, canonical: &str, value: Value, reason: &'static str) {
+        if let Some(path) = self.locations.get(canonical) {
+            self.report.reported.push(Reported {
+                path: path.clone(),
+                value,
+                reason,
+            });
+        }
+    }
+
+    fn error(&mut self, canonical: &str, rule: &'static str, message: String, value: Option<Value>) {
+        let mut error = FieldError::new(self.loc(canonical), rule, message);
+        if let Some(value) = value {
+            error = error.with_value(&value);
+        }
+        self.ctx.error(error);
+    }
+
+    /// One value that two shapes of the request may carry; both present and different is an
+    /// error naming both paths (PROTOCOL B.1).
+    fn either<'v, T: PartialEq + serde::Serialize>(
+        &mut self,
+        a: Field<'v, '_, T>,
+        b: Field<'v, '_, T>,
+        to: &str,
+    ) -> Option<&'v T> {
+        match (a.0, b.0) {
+            (Some(x), Some(y)) => {
+                if x != y {
+                    let (pa, pb) = (self.loc(a.1), self.loc(b.1));
+                    self.ctx.error(FieldError::new(
+                        pb.clone(),
+                        "conflict",
+                        format!("{pa} and {pb} both set this field, to different values"),
+                    )
+                    .with_value(&json!([x, y])));
+                }
+                self.mapped(a.1, to);
+                self.mapped(b.1, to);
+                Some(x)
+            }
+            (Some(x), None) => {
+                self.mapped(a.1, to);
+                Some(x)
+            }
+            (None, Some(y)) => {
+                self.mapped(b.1, to);
+                Some(y)
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn int_range(&mut self, canonical: &str, value: i64, (lo, hi): (i64, i64)) -> bool {
+        if value < lo || value > hi {
+            self.error(
+                canonical,
+                "range",
+                format!("must be between {lo} and {hi}"),
+                Some(json!(value)),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn num_range(&mut self, canonical: &str, value: f64, (lo, hi): (f64, f64)) -> bool {
+        if !(lo..=hi).contains(&value) {
+            self.error(
+                canonical,
+                "range",
+                format!("must be between {lo:?} and {hi:?}"),
+                Some(json!(value)),
+            );
+            return false;
+        }
+        true
+    }
+
+    fn text(&mut self, canonical: &str, value: &str, required_non_blank: bool) {
+        if required_non_blank && value.trim().is_empty() {
+            self.error(canonical, "blank", "must not be empty or only whitespace".into(), Some(json!(value)));
+        }
+        let chars = value.chars().count();
+        if chars > limits::PROMPT_MAX_CHARS {
+            self.error(
+                canonical,
+                "max_length",
+                format!("{chars} characters; at most {} allowed", limits::PROMPT_MAX_CHARS),
+                Some(json!(value)),
+            );
+        }
+    }
+
+    fn request_id(&mut self, message: &CsMessage, input: &Value, options: &MapOptions) -> String {
+        if let Some(session_id) = &message.session_id {
+            self.mapped("/session_id", "/request_id");
+            return session_id.clone();
+        }
+        if let Some(id) = &options.request_id {
+            return id.clone();
+        }
+        let id = content_id(input);
+        self.defaulted(
+            "/request_id",
+            json!(id),
+            "no session_id in the message: derived from its content (FNV-1a 64), so equal messages map equally",
+        );
+        id
+    }
+
+    // ---- messages ----------------------------------------------------------------------
+
+    fn map_body(&mut self, message: &CsMessage, request_id: &str) -> Value {
+        match &message.body {
+            Body::Generate(request) => {
+                let data = self.inference(request, request_id, "/data", message.action);
+                serde_json::to_value(data).unwrap_or(Value::Null)
+            }
+            Body::ValidateRequest(request) => {
+                let data = self.inference(request, request_id, "/data/request", message.action);
+                json!({ "request": data })
+            }
+            Body::Initialize {
+                device_index,
+                device_id,
+            } => {
+                let mut data = serde_json::Map::new();
+                if let Some(index) = device_index {
+                    self.mapped("/device_index", "/data/device_index");
+                    if *index < 0 {
+                        self.error("/device_index", "range", "must be 0 or more".into(), Some(json!(index)));
+                    }
+                    data.insert("device_index".into(), json!(index));
+                }
+                if let Some(id) = device_id {
+                    self.mapped("/device_id", "/data/device_id");
+                    data.insert("device_id".into(), json!(id));
+                }
+                Value::Object(data)
+            }
+            Body::LoadModel {
+                model_path,
+                model_type,
+                model_id,
+            } => {
+                let mut data = serde_json::Map::new();
+                match model_path {
+                    Some(path) if !path.trim().is_empty() => {
+                        self.mapped("/model_path", "/data/model_path");
+                        data.insert("model_path".into(), json!(path));
+                    }
+                    Some(path) => self.error("/model_path", "blank", "must not be empty".into(), Some(json!(path))),
+                    None => self.error("/model_path", "required", "`load_model` needs `model_path`".into(), None),
+                }
+                if let Some(kind) = model_type {
+                    self.mapped("/model_type", "/data/model_type");
+                    data.insert("model_type".into(), json!(kind));
+                }
+                if let Some(id) = model_id {
+                    self.mapped("/model_id", "/data/model_id");
+                    data.insert("model_id".into(), json!(id));
+                }
+                Value::Object(data)
+            }
+            Body::UnloadModel { model_id } => {
+                let mut data = serde_json::Map::new();
+                if let Some(id) = model_id {
+                    self.mapped("/model_id", "/data/model_id");
+                    data.insert("model_id".into(), json!(id));
+                }
+                Value::Object(data)
+            }
+            Body::NoFields => json!({}),
+        }
+    }
+
+    /// The `generate_sdxl_enhanced` request (or `generate_image`'s parameters) → `data`.
+    fn inference(&mut self, r: &CsRequest, request_id: &str, out: &str, action: Action) -> InferenceData {
+        let h = &r.hyperparameters;
+        let c = &r.conditioning;
+        let prompt = self
+            .either(
+                (c.prompt.as_ref(), "/conditioning/prompt"),
+                (h.prompt.as_ref(), "/hyperparameters/prompt"),
+                &format!("{out}/prompt"),
+            )
+            .cloned();
+        let prompt = match prompt {
+            Some(p) => {
+                let canonical = if c.prompt.is_some() { "/conditioning/prompt" } else { "/hyperparameters/prompt" };
+                self.text(canonical, &p, true);
+                p
+            }
+            None => {
+                self.error("/conditioning/prompt", "required", "a prompt is required".into(), None);
+                String::new()
+            }
+        };
+        let negative_prompt = self
+            .either(
+                (c.negative_prompt.as_ref(), "/conditioning/negativePrompt"),
+                (h.negative_prompt.as_ref(), "/hyperparameters/negativePrompt"),
+                &format!("{out}/negative_prompt"),
+            )
+            .cloned();
+        if let Some(n) = &negative_prompt {
+            let canonical = if c.negative_prompt.is_some() {
+                "/conditioning/negativePrompt"
+            } else {
+                "/hyperparameters/negativePrompt"
+            };
+            self.text(canonical, n, false);
+        }
+        let (model_name, models) = self.models(r, out, action);
+        let hyperparameters = self.hyperparameters(r, out);
+        let dimensions = self.dimensions(r, out);
+        let (scheduler, scheduler_options) = self.scheduler(r, out);
+        let lora = self.loras(r, out);
+        let controlnets = self.control_nets(r, out);
+        let controlnet = controlnets.as_ref().and_then(|units| units.first().cloned());
+        let textual_inversions = self.textual_inversions(r, out);
+        let prompt_attention = self.prompt_attention(r, out);
+        let (init_image, mask_image) = self.images(r, out);
+        let output = self.output(r, out);
+        let batch = self.batch(r, out);
+        let precision = self.precision(r, out);
+        self.reported_only(r);
+        InferenceData {
+            worker_type: "enhanced_sdxl_worker".into(),
+            prompt,
+            negative_prompt,
+            model_name,
+            hyperparameters,
+            dimensions,
+            scheduler,
+            scheduler_options,
+            models,
+            lora,
+            controlnet,
+            controlnets,
+            textual_inversions,
+            clip_skip: None,
+            prompt_attention,
+            init_image,
+            mask_image,
+            refiner: None,
+            output,
+            batch,
+            precision,
+            metadata: python::Metadata {
+                request_id: request_id.to_string(),
+                priority: None,
+                timeout: None,
+                tags: None,
+            },
+        }
+    }
+
+    // ---- sections ----------------------------------------------------------------------
+
+    fn models(&mut self, r: &CsRequest, out: &str, action: Action) -> (Option<String>, Option<python::Models>) {
+        let m = &r.model;
+        let base = match &m.base {
+            Some(base) if !base.trim().is_empty() => {
+                self.mapped("/model/base", &format!("{out}/model_name"));
+                self.mapped("/model/base", &format!("{out}/models/base"));
+                base.clone()
+            }
+            Some(base) => {
+                self.error("/model/base", "blank", "the base model must not be empty".into(), Some(json!(base)));
+                return (None, None);
+            }
+            None if action == Action::GenerateImage => {
+                // generate_image renders with the model loaded by an earlier load_model.
+                return (None, None);
+            }
+            None => {
+                self.error("/model/base", "required", "the base model (`model.base`) is required".into(), None);
+                return (None, None);
+            }
+        };
+        let mut optional = |canonical: &'static str, name: &str, value: &Option<String>| -> Option<String> {
+            match value {
+                Some(v) if !v.is_empty() => {
+                    self.mapped(canonical, &format!("{out}/models/{name}"));
+                    Some(v.clone())
+                }
+                Some(v) => {
+                    self.reported(
+                        canonical,
+                        json!(v),
+                        "empty string: C#'s \"not set\"; the base model's own component is used",
+                    );
+                    None
+                }
+                None => None,
+            }
+        };
+        let refiner = optional("/model/refiner", "refiner", &m.refiner);
+        let vae = optional("/model/vae", "vae", &m.vae);
+        (
+            Some(base.clone()),
+            Some(python::Models { base, refiner, vae }),
+        )
+    }
+
+    fn hyperparameters(&mut self, r: &CsRequest, out: &str) -> python::Hyperparameters {
+        let h = &r.hyperparameters;
+        let steps = match r.scheduler.steps {
+            Some(steps) => {
+                self.mapped("/scheduler/steps", &format!("{out}/hyperparameters/num_inference_steps"));
+                self.int_range("/scheduler/steps", steps, limits::STEPS);
+                steps.clamp(0, u32::MAX as i64) as u32
+            }
+            None => {
+                self.defaulted(
+                    &format!("{out}/hyperparameters/num_inference_steps"),
+                    json!(defaults::STEPS),
+                    "C# default Steps = 25",
+                );
+                defaults::STEPS
+            }
+        };
+        let guidance = self.either(
+            (h.guidance_scale.as_ref(), "/hyperparameters/guidanceScale"),
+            (r.scheduler.guidance_scale.as_ref(), "/scheduler/guidanceScale"),
+            &format!("{out}/hyperparameters/guidance_scale"),
+        );
+        let guidance_scale = match guidance.copied() {
+            Some(g) => {
+                let canonical = if h.guidance_scale.is_some() {
+                    "/hyperparameters/guidanceScale"
+                } else {
+                    "/scheduler/guidanceScale"
+                };
+                self.num_range(canonical, g, limits::GUIDANCE);
+                g
+            }
+            None => {
+                self.defaulted(
+                    &format!("{out}/hyperparameters/guidance_scale"),
+                    json!(defaults::GUIDANCE_SCALE),
+                    "C# default GuidanceScale = 7.5",
+                );
+                defaults::GUIDANCE_SCALE
+            }
+        };
+        let seed = match h.seed {
+            Some(seed) => {
+                self.mapped("/hyperparameters/seed", &format!("{out}/hyperparameters/seed"));
+                if seed != -1 && !(0..=limits::SEED_MAX).contains(&seed) {
+                    self.error(
+                        "/hyperparameters/seed",
+                        "range",
+                        format!("must be -1 (random) or between 0 and {}", limits::SEED_MAX),
+                        Some(json!(seed)),
+                    );
+                }
+                seed
+            }
+            None => {
+                self.defaulted(
+                    &format!("{out}/hyperparameters/seed"),
+                    json!(defaults::SEED),
+                    "C# Seed is int? and null/absent means random: -1, the worker picks and reports one",
+                );
+                defaults::SEED
+            }
+        };
+        let strength = r.conditioning.img2img_strength.map(|s| {
+            self.mapped("/conditioning/img2ImgStrength", &format!("{out}/hyperparameters/strength"));
+            self.num_range("/conditioning/img2ImgStrength", s, limits::STRENGTH);
+            s
+        });
+        python::Hyperparameters {
+            num_inference_steps: steps,
+            guidance_scale,
+            seed,
+            strength,
+        }
+    }
+
+    fn dimensions(&mut self, r: &CsRequest, out: &str) -> python::Dimensions {
+        let mut side = |canonical: &'static str, name: &str, value: Option<i64>, default: u32| -> u32 {
+            match value {
+                Some(v) => {
+                    self.mapped(canonical, &format!("{out}/dimensions/{name}"));
+                    if self.int_range(canonical, v, limits::SIZE) && v % limits::SIZE_MULTIPLE != 0 {
+                        self.error(
+                            canonical,
+                            "multiple_of",
+                            format!("must be a multiple of {}", limits::SIZE_MULTIPLE),
+                            Some(json!(v)),
+                        );
+                    }
+                    v.clamp(0, u32::MAX as i64) as u32
+                }
+                None => {
+                    self.defaulted(
+                        &format!("{out}/dimensions/{name}"),
+                        json!(default),
+                        "C# default 1024×1024",
+                    );
+                    default
+                }
+            }
+        };
+        let width = side("/hyperparameters/width", "width", r.hyperparameters.width, defaults::WIDTH);
+        let height = side("/hyperparameters/height", "height", r.hyperparameters.height, defaults::HEIGHT);
+        python::Dimensions { width, height }
+    }
+
+    fn scheduler(&mut self, r: &CsRequest, out: &str) -> (Option<String>, Option<python::SchedulerOptions>) {
+        let s = &r.scheduler;
+        let class = s.kind.as_ref().and_then(|name| {
+            self.mapped("/scheduler/type", &format!("{out}/scheduler"));
+            let class = schedulers::class_for(name);
+            if class.is_none() {
+                self.error(
+                    "/scheduler/type",
+                    "unknown_scheduler",
+                    format!(
+                        "unknown scheduler `{name}`; accepted names (any casing): {}",
+                        schedulers::accepted_names().join(", ")
+                    ),
+                    Some(json!(name)),
+                );
+            }
+            class.map(str::to_string)
+        });
+        let mut options = python::SchedulerOptions::default();
+        if let Some(karras) = s.use_karras_sigmas {
+            self.mapped("/scheduler/useKarrasSigmas", &format!("{out}/scheduler_options/use_karras_sigmas"));
+            options.use_karras_sigmas = Some(karras);
+        }
+        if let Some(spacing) = &s.timestep_spacing {
+            self.mapped("/scheduler/timestepSpacing", &format!("{out}/scheduler_options/timestep_spacing"));
+            let lower = spacing.to_ascii_lowercase();
+            if python::TIMESTEP_SPACINGS.contains(&lower.as_str()) {
+                options.timestep_spacing = Some(lower);
+            } else {
+                self.error(
+                    "/scheduler/timestepSpacing",
+                    "enum",
+                    format!("must be one of {}", python::TIMESTEP_SPACINGS.join(", ")),
+                    Some(json!(spacing)),
+                );
+            }
+        }
+        let options = (options != python::SchedulerOptions::default()).then_some(options);
+        (class, options)
+    }
+
+    fn loras(&mut self, r: &CsRequest, out: &str) -> Option<python::Lora> {
+        let loras = r.conditioning.loras.as_ref()?;
+        let mut models = Vec::with_capacity(loras.len());
+        for (i, lora) in loras.iter().enumerate() {
+            let base = format!("/conditioning/loras/{i}");
+            let to = format!("{out}/lora/models/{i}");
+            let name_at = &(format!("{base}/name"));
+            let path_at = &(format!("{base}/modelPath"));
+            let name = self.either((lora.name.as_ref(), name_at), (lora.model_path.as_ref(), path_at), &format!("{to}/name"));
+            let name = match name {
+                Some(n) if !n.trim().is_empty() => n.clone(),
+                Some(n) => {
+                    let at = if lora.name.is_some() { name_at } else { path_at };
+                    self.error(at, "blank", "a LoRA needs a non-empty name or model path".into(), Some(json!(n)));
+                    String::new()
+                }
+                None => {
+                    self.error(name_at, "required", "a LoRA needs `name` (or `modelPath`)".into(), None);
+                    String::new()
+                }
+            };
+            let scale_at = &(format!("{base}/scale"));
+            let weight_at = &(format!("{base}/weight"));
+            let weight = match self.either((lora.scale.as_ref(), scale_at), (lora.weight.as_ref(), weight_at), &format!("{to}/weight")) {
+                Some(w) => {
+                    let at = if lora.scale.is_some() { scale_at } else { weight_at };
+                    self.num_range(at, *w, limits::LORA_WEIGHT);
+                    *w
+                }
+                None => {
+                    self.defaulted(&format!("{to}/weight"), json!(defaults::LORA_WEIGHT), "no scale given: diffusers' adapter weight default 1.0");
+                    defaults::LORA_WEIGHT
+                }
+            };
+            let adapter_name = lora.adapter_name.clone().inspect(|_| {
+                self.mapped(&format!("{base}/adapterName"), &format!("{to}/adapter_name"));
+            });
+            models.push(python::LoraModel { name, weight, adapter_name });
+        }
+        Some(python::Lora {
+            enabled: !models.is_empty(),
+            models,
+        })
+    }
+
+    fn control_nets(&mut self, r: &CsRequest, out: &str) -> Option<Vec<python::ControlNetUnit>> {
+        let units = r.conditioning.control_nets.as_ref()?;
+        let mut mapped = Vec::with_capacity(units.len());
+        for (i, unit) in units.iter().enumerate() {
+            let base = format!("/conditioning/controlNets/{i}");
+            let to = format!("{out}/controlnets/{i}");
+            let image_at = &(format!("{base}/image"));
+            let cond_at = &(format!("{base}/conditioningImage"));
+            let image = match self.either(
+                (unit.image.as_ref(), image_at),
+                (unit.conditioning_image.as_ref(), cond_at),
+                &format!("{to}/control_image"),
+            ) {
+                Some(img) if !img.trim().is_empty() => img.clone(),
+                Some(img) => {
+                    let at = if unit.image.is_some() { image_at } else { cond_at };
+                    self.error(at, "blank", "a ControlNet unit needs a conditioning image (path or base64)".into(), Some(json!(img)));
+                    String::new()
+                }
+                None => {
+                    self.error(image_at, "required", "a ControlNet unit needs a conditioning image (`image` or `conditioningImage`)".into(), None);
+                    String::new()
+                }
+            };
+            let kind = unit.kind.clone().inspect(|_| self.mapped(&format!("{base}/type"), &format!("{to}/type")));
+            let model_path = unit
+                .model_path
+                .clone()
+                .inspect(|_| self.mapped(&format!("{base}/modelPath"), &format!("{to}/model_path")));
+            if kind.is_none() && model_path.is_none() {
+                self.error(&format!("{base}/type"), "required", "a ControlNet unit needs `type` or `modelPath`".into(), None);
+            }
+            let mut number = |name: &str, py: &str, value: Option<f64>, default: f64, reason: &'static str| -> f64 {
+                match value {
+                    Some(v) => {
+                        self.mapped(&format!("{base}/{name}"), &format!("{to}/{py}"));
+                        v
+                    }
+                    None => {
+                        self.defaulted(&format!("{to}/{py}"), json!(default), reason);
+                        default
+                    }
+                }
+            };
+            let scale = number("weight", "conditioning_scale", unit.weight, defaults::CONTROLNET_SCALE, "diffusers' controlnet_conditioning_scale default 1.0");
+            let start = number("guidanceStart", "guidance_start", unit.guidance_start, defaults::CONTROLNET_START, "diffusers' control_guidance_start default 0.0");
+            let end = number("guidanceEnd", "guidance_end", unit.guidance_end, defaults::CONTROLNET_END, "diffusers' control_guidance_end default 1.0");
+            self.num_range(&format!("{base}/weight"), scale, limits::CONTROLNET_WEIGHT);
+            let start_ok = self.num_range(&format!("{base}/guidanceStart"), start, (0.0, 1.0));
+            let end_ok = self.num_range(&format!("{base}/guidanceEnd"), end, (0.0, 1.0));
+            if start_ok && end_ok && start >= end {
+                self.error(
+                    &format!("{base}/guidanceEnd"),
+                    "order",
+                    format!("guidanceStart ({start}) must be less than guidanceEnd ({end})"),
+                    Some(json!(end)),
+                );
+            }
+            mapped.push(python::ControlNetUnit {
+                enabled: true,
+                kind,
+                model_path,
+                conditioning_scale: scale,
+                control_image: image,
+                guidance_start: start,
+                guidance_end: end,
+                preprocessor: None,
+            });
+        }
+        if !mapped.is_empty() {
+            // v1 workers read only `controlnet`: the first unit, repeated there.
+            self.report.warnings.push(crate::read::Warning {
+                path: self.loc("/conditioning/controlNets/0"),
+                message: format!("also sent as {out}/controlnet for v1 workers, which read only the first unit"),
+            });
+        }
+        Some(mapped)
+    }
+
+    fn textual_inversions(&mut self, r: &CsRequest, out: &str) -> Option<Vec<python::TextualInversion>> {
+        let items = r.conditioning.textual_inversions.as_ref()?;
+        let mut mapped = Vec::with_capacity(items.len());
+        for (i, ti) in items.iter().enumerate() {
+            let base = format!("/conditioning/textualInversions/{i}");
+            let to = format!("{out}/textual_inversions/{i}");
+            let path = match &ti.path {
+                Some(p) if !p.trim().is_empty() => {
+                    self.mapped(&format!("{base}/path"), &format!("{to}/path"));
+                    p.clone()
+                }
+                Some(p) => {
+                    self.error(&format!("{base}/path"), "blank", "a textual inversion needs a file path".into(), Some(json!(p)));
+                    String::new()
+                }
+                None => {
+                    self.error(&format!("{base}/path"), "required", "a textual inversion needs `path`".into(), None);
+                    String::new()
+                }
+            };
+            let token = ti.token.clone().inspect(|_| self.mapped(&format!("{base}/token"), &format!("{to}/token")));
+            mapped.push(python::TextualInversion { token, path });
+        }
+        Some(mapped)
+    }
+
+    fn prompt_attention(&mut self, r: &CsRequest, out: &str) -> Option<String> {
+        let weighting = r.hyperparameters.prompt_weighting.as_ref()?;
+        self.mapped("/hyperparameters/promptWeighting", &format!("{out}/prompt_attention"));
+        match weighting {
+            // C#'s PromptWeighting is a boolean: true selects compel's syntax (what diffusers
+            // users mean by prompt weighting), false none.
+            PromptWeighting::Enabled(true) => Some("compel".into()),
+            PromptWeighting::Enabled(false) => Some("none".into()),
+            PromptWeighting::Syntax(name) => {
+                let lower = name.to_ascii_lowercase();
+                if python::PROMPT_ATTENTION.contains(&lower.as_str()) {
+                    Some(lower)
+                } else {
+                    self.error(
+                        "/hyperparameters/promptWeighting",
+                        "enum",
+                        format!("must be a boolean or one of {}", python::PROMPT_ATTENTION.join(", ")),
+                        Some(json!(name)),
+                    );
+                    None
+                }
+            }
+        }
+    }
+
+    fn images(&mut self, r: &CsRequest, out: &str) -> (Option<String>, Option<String>) {
+        let c = &r.conditioning;
+        let mut image = |canonical: &'static str, name: &str, value: &Option<String>| match value {
+            Some(v) if !v.is_empty() => {
+                self.mapped(canonical, &format!("{out}/{name}"));
+                Some(v.clone())
+            }
+            Some(v) => {
+                self.reported(canonical, json!(v), "empty string: C#'s \"no image\"");
+                None
+            }
+            None => None,
+        };
+        let init = image("/conditioning/initImage", "init_image", &c.init_image);
+        let mask = image("/conditioning/inpaintMask", "mask_image", &c.inpaint_mask);
+        if mask.is_some() && init.is_none() {
+            self.error("/conditioning/inpaintMask", "requires", "an inpaint mask needs an init image (`initImage`)".into(), None);
+        }
+        (init, mask)
+    }
+
+    fn output(&mut self, r: &CsRequest, out: &str) -> python::Output {
+        let pp = &r.postprocessing;
+        let o = &r.output;
+        let format = match self.either(
+            (pp.output_format.as_ref(), "/postprocessing/outputFormat"),
+            (o.format.as_ref(), "/output/format"),
+            &format!("{out}/output/format"),
+        ) {
+            Some(f) => {
+                let canonical = if pp.output_format.is_some() { "/postprocessing/outputFormat" } else { "/output/format" };
+                match f.to_ascii_lowercase().as_str() {
+                    "png" => "png".to_string(),
+                    "jpeg" | "jpg" => "jpeg".to_string(),
+                    "webp" => "webp".to_string(),
+                    _ => {
+                        self.error(canonical, "enum", "must be one of png, jpeg (jpg), webp (any casing)".into(), Some(json!(f)));
+                        String::from(defaults::OUTPUT_FORMAT)
+                    }
+                }
+            }
+            None => {
+                self.defaulted(&format!("{out}/output/format"), json!(defaults::OUTPUT_FORMAT), "C# default OutputFormat = PNG");
+                defaults::OUTPUT_FORMAT.to_string()
+            }
+        };
+        let quality = match self.either(
+            (pp.quality.as_ref(), "/postprocessing/quality"),
+            (o.quality.as_ref(), "/output/quality"),
+            &format!("{out}/output/quality"),
+        ) {
+            Some(q) => {
+                let canonical = if pp.quality.is_some() { "/postprocessing/quality" } else { "/output/quality" };
+                self.int_range(canonical, *q, limits::QUALITY);
+                (*q).clamp(0, u32::MAX as i64) as u32
+            }
+            None => {
+                self.defaulted(&format!("{out}/output/quality"), json!(defaults::QUALITY), "C# default Quality = 95");
+                defaults::QUALITY
+            }
+        };
+        let save_path = o.save_path.clone().inspect(|_| self.mapped("/output/savePath", &format!("{out}/output/save_path")));
+        let upscale = self.upscale(r, out);
+        python::Output {
+            format,
+            quality,
+            save_path,
+            upscale,
+            return_base64: None,
+        }
+    }
+
+    fn upscale(&mut self, r: &CsRequest, out: &str) -> Option<python::Upscale> {
+        let to = format!("{out}/output/upscale");
+        if let Some(steps) = &r.post_processing_steps {
+            let mut upscale = None;
+            for (i, step) in steps.iter().enumerate() {
+                let base = format!("/postprocessing/{i}");
+                match step.kind.as_deref() {
+                    Some(kind) if kind.eq_ignore_ascii_case("upscale") => {
+                        self.mapped(&format!("{base}/type"), &format!("{to}/enabled"));
+                        if upscale.is_some() {
+                            self.error(&format!("{base}/type"), "duplicate", "only one Upscale step is supported".into(), Some(json!(kind)));
+                        }
+                        let factor = step.factor.inspect(|f| {
+                            self.mapped(&format!("{base}/factor"), &format!("{to}/factor"));
+                            self.num_range(&format!("{base}/factor"), *f, limits::UPSCALE_FACTOR);
+                        });
+                        let method = step.model.clone().inspect(|_| self.mapped(&format!("{base}/model"), &format!("{to}/method")));
+                        upscale = Some(python::Upscale { enabled: true, factor, method });
+                    }
+                    Some(kind) => self.error(
+                        &format!("{base}/type"),
+                        "enum",
+                        "unknown post-processing step; known: Upscale".into(),
+                        Some(json!(kind)),
+                    ),
+                    None => self.error(&format!("{base}/type"), "required", "a post-processing step needs `type`".into(), None),
+                }
+            }
+            return upscale;
+        }
+        let pp = &r.postprocessing;
+        if pp.upscaler.is_none() && pp.upscale_factor.is_none() {
+            return None;
+        }
+        let enabled = match &pp.upscaler {
+            Some(name) => {
+                self.mapped("/postprocessing/upscaler", &format!("{to}/method"));
+                !(name.is_empty() || name.eq_ignore_ascii_case("none"))
+            }
+            None => false,
+        };
+        let factor = pp.upscale_factor.inspect(|f| {
+            self.mapped("/postprocessing/upscaleFactor", &format!("{to}/factor"));
+            self.num_range("/postprocessing/upscaleFactor", *f, limits::UPSCALE_FACTOR);
+        });
+        Some(python::Upscale {
+            enabled,
+            factor,
+            method: if enabled { pp.upscaler.clone() } else { None },
+        })
+    }
+
+    fn batch(&mut self, r: &CsRequest, out: &str) -> python::Batch {
+        let size = match r.hyperparameters.batch_size {
+            Some(size) => {
+                self.mapped("/hyperparameters/batchSize", &format!("{out}/batch/size"));
+                self.int_range("/hyperparameters/batchSize", size, limits::BATCH);
+                size.clamp(0, u32::MAX as i64) as u32
+            }
+            None => {
+                self.defaulted(&format!("{out}/batch/size"), json!(defaults::BATCH_SIZE), "C# default BatchSize = 1");
+                defaults::BATCH_SIZE
+            }
+        };
+        python::Batch {
+            size,
+            parallel: None,
+            seeds: None,
+        }
+    }
+
+    fn precision(&mut self, r: &CsRequest, out: &str) -> Option<python::Precision> {
+        let p = &r.performance;
+        let to = format!("{out}/precision");
+        let mut precision = python::Precision::default();
+        if let Some(dtype) = &p.dtype {
+            self.mapped("/performance/dtype", &format!("{to}/dtype"));
+            let lower = dtype.to_ascii_lowercase();
+            match python::DTYPES.iter().find(|(_, names)| names.contains(&lower.as_str())) {
+                Some((torch, _)) => precision.dtype = Some(torch.to_string()),
+                None => self.error(
+                    "/performance/dtype",
+                    "enum",
+                    "must be one of fp16, bf16, fp32 (or float16, bfloat16, float32)".into(),
+                    Some(json!(dtype)),
+                ),
+            }
+        }
+        precision.xformers = self
+            .either(
+                (p.xformers.as_ref(), "/performance/xformers"),
+                (p.enable_xformers.as_ref(), "/performance/enableXformers"),
+                &format!("{to}/xformers"),
+            )
+            .copied();
+        let mut flag = |canonical: &'static str, name: &str, value: Option<bool>| {
+            value.inspect(|_| self.mapped(canonical, &format!("{to}/{name}")))
+        };
+        precision.attention_slicing = flag("/performance/attentionSlicing", "attention_slicing", p.attention_slicing);
+        precision.cpu_offload = flag("/performance/cpuOffload", "cpu_offload", p.cpu_offload);
+        precision.sequential_cpu_offload = flag("/performance/sequentialCpuOffload", "sequential_cpu_offload", p.sequential_cpu_offload);
+        if let Some(options) = &p.memory_optimizations {
+            for (i, option) in options.iter().enumerate() {
+                let canonical = format!("/performance/memoryOptimizations/{i}");
+                let slot = match option.to_ascii_lowercase().as_str() {
+                    "attention_slicing" => Some(("attention_slicing", &mut precision.attention_slicing)),
+                    "vae_slicing" => Some(("vae_slicing", &mut precision.vae_slicing)),
+                    "cpu_offload" => Some(("cpu_offload", &mut precision.cpu_offload)),
+                    "sequential_cpu_offload" => Some(("sequential_cpu_offload", &mut precision.sequential_cpu_offload)),
+                    "xformers" => Some(("xformers", &mut precision.xformers)),
+                    _ => None,
+                };
+                match slot {
+                    Some((name, slot)) => {
+                        if *slot == Some(false) {
+                            let at = self.loc(&canonical);
+                            self.ctx.error(FieldError::new(
+                                at,
+                                "conflict",
+                                format!("`{option}` is listed but its own flag says false"),
+                            ));
+                        }
+                        *slot = Some(true);
+                        self.mapped(&canonical, &format!("{to}/{name}"));
+                    }
+                    None => self.error(
+                        &canonical,
+                        "enum",
+                        "unknown memory optimisation; known: attention_slicing, vae_slicing, cpu_offload, sequential_cpu_offload, xformers".into(),
+                        Some(json!(option)),
+                    ),
+                }
+            }
+        }
+        (precision != python::Precision::default()).then_some(precision)
+    }
+
+    /// C# fields with no place in the v2 request, each with the reason (PROTOCOL B.2).
+    fn reported_only(&mut self, r: &CsRequest) {
+        const COMPONENT: &str = "v2 has no per-component override: the worker loads the tokenizers and text encoders of `models.base`";
+        const DEVICE: &str = "device placement is the worker's, chosen at initialize_request (device_index/device_id); a generate request does not move the model";
+        let m = &r.model;
+        for (canonical, value) in [
+            ("/model/tokenizer", &m.tokenizer),
+            ("/model/textEncoder", &m.text_encoder),
+            ("/model/textEncoder2", &m.text_encoder2),
+        ] {
+            if let Some(v) = value {
+                let reason = if v.is_empty() { "empty string: C#'s \"not set\"; the base model's own component is used" } else { COMPONENT };
+                self.reported(canonical, json!(v), reason);
+            }
+        }
+        if let Some(v) = r.scheduler.snr_weighting {
+            self.reported("/scheduler/snrWeighting", json!(v), "min-SNR weighting is a training loss option; it has no effect on inference");
+        }
+        let c = &r.conditioning;
+        if let Some(v) = c.mask_blur {
+            if v < 0 {
+                self.error("/conditioning/maskBlur", "range", "must be 0 or more".into(), Some(json!(v)));
+            }
+            self.reported("/conditioning/maskBlur", json!(v), "v2 has no mask blur field: the mask is used as sent (diffusers' default, no blur)");
+        }
+        if let Some(images) = &c.reference_images {
+            self.reported("/conditioning/referenceImages", json!(images), "v2 has no reference-image (IP-Adapter) field");
+        }
+        let p = &r.performance;
+        if let Some(v) = &p.device {
+            self.reported("/performance/device", json!(v), DEVICE);
+        }
+        if let Some(v) = &p.device_id {
+            self.reported("/performance/deviceId", json!(v), DEVICE);
+        }
+        if let Some(v) = &p.device_ids {
+            self.reported("/performance/deviceIds", json!(v), DEVICE);
+        }
+        if let Some(v) = &p.compilation {
+            self.reported("/performance/compilation", json!(v), "torch.compile is a worker start-up choice, not a per-request field in v2");
+        }
+        let pp = &r.postprocessing;
+        if let Some(v) = pp.safety_checker {
+            self.reported("/postprocessing/safetyChecker", json!(v), "SDXL pipelines have no safety checker; nothing to switch");
+        }
+        if let Some(v) = pp.auto_contrast {
+            self.reported("/postprocessing/autoContrast", json!(v), "v2 has no auto-contrast step");
+        }
+        if let Some(v) = pp.watermark {
+            self.reported("/postprocessing/watermark", json!(v), "v2 has no watermark field; the reference renders with add_watermarker=False (PROTOCOL B.9)");
+        }
+    }
+}
+
+/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON).
+fn content_id(input: &Value) -> String {
+    let text = serde_json::to_string(input).unwrap_or_default();
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        hash ^= u64::from(byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{hash:016x}")
+}
