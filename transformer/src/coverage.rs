@@ -233,9 +233,14 @@ pub fn compute() -> Coverage {
                 continue;
             }
         };
+        let body_target = if message == "validate_request" { "/data/request" } else { "/data" };
         let mut record = |from: &str, to: Option<&str>, reason: Option<&str>| {
             let mut from = generalise(from);
             let mut msg = message;
+            if strip && message == "validate_request" && (from.starts_with("/request/") || from.starts_with("/request_data/")) {
+                // The body's own fields are listed once, under `request`.
+                return;
+            }
             if strip {
                 for prefix in ["/request_data", "/request"] {
                     if let Some(rest) = from.strip_prefix(prefix) {
@@ -266,6 +271,12 @@ pub fn compute() -> Coverage {
         }
         if probe.get("action").is_some() {
             record("/action", Some("/message_type"), None);
+        }
+        for envelope_key in ["request", "request_data"] {
+            if probe.get(envelope_key).is_some() {
+                let entry = rows.entry((message, format!("/{envelope_key}"))).or_default();
+                entry.0.push(body_target.to_string());
+            }
         }
     }
     let fields: Vec<FieldCoverage> = rows

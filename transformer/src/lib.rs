@@ -5,9 +5,15 @@
 //! Python JSON. Replies come back through [`reply_map`].
 
 pub mod commands;
+pub mod coverage;
 pub mod csharp;
 pub mod error;
+pub mod python;
+pub mod report;
+pub mod request_map;
+pub mod reverse;
 pub mod read;
+pub mod reply_map;
 pub mod schedulers;
 pub mod schema;
 

@@ -96,7 +96,9 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
         ctx, mut report, ..
     } = mapper;
     if !ctx.errors.is_empty() {
-        return Err(Errors { errors: ctx.errors });
+        return Err(Errors {
+            errors: without_redundant_required(ctx.errors),
+        });
     }
     report.warnings = ctx.warnings;
     let envelope = Envelope {
@@ -758,10 +760,8 @@ impl Mapper<'_> {
         }
         if !mapped.is_empty() {
             // v1 workers read only `controlnet`: the first unit, repeated there.
-            self.report.warnings.push(crate::read::Warning {
-                path: self.loc("/conditioning/controlNets/0"),
-                message: format!("also sent as {out}/controlnet for v1 workers, which read only the first unit"),
-            });
+            let path = self.loc("/conditioning/controlNets/0");
+            self.ctx.warn(path, format!("also sent as {out}/controlnet for v1 workers, which read only the first unit"));
         }
         Some(mapped)
     }
@@ -841,25 +841,19 @@ impl Mapper<'_> {
     fn output(&mut self, r: &CsRequest, out: &str) -> python::Output {
         let pp = &r.postprocessing;
         let o = &r.output;
+        // Both shapes are normalised first ("PNG" and "png" agree), then compared.
+        let pp_format = pp.output_format.as_ref().and_then(|f| self.output_format("/postprocessing/outputFormat", f));
+        let o_format = o.format.as_ref().and_then(|f| self.output_format("/output/format", f));
         let format = match self.either(
-            (pp.output_format.as_ref(), "/postprocessing/outputFormat"),
-            (o.format.as_ref(), "/output/format"),
+            (pp_format.as_ref(), "/postprocessing/outputFormat"),
+            (o_format.as_ref(), "/output/format"),
             &format!("{out}/output/format"),
         ) {
-            Some(f) => {
-                let canonical = if pp.output_format.is_some() { "/postprocessing/outputFormat" } else { "/output/format" };
-                match f.to_ascii_lowercase().as_str() {
-                    "png" => "png".to_string(),
-                    "jpeg" | "jpg" => "jpeg".to_string(),
-                    "webp" => "webp".to_string(),
-                    _ => {
-                        self.error(canonical, "enum", "must be one of png, jpeg (jpg), webp (any casing)".into(), Some(json!(f)));
-                        String::from(defaults::OUTPUT_FORMAT)
-                    }
-                }
-            }
+            Some(f) => f.clone(),
             None => {
-                self.defaulted(&format!("{out}/output/format"), json!(defaults::OUTPUT_FORMAT), "C# default OutputFormat = PNG");
+                if pp.output_format.is_none() && o.format.is_none() {
+                    self.defaulted(&format!("{out}/output/format"), json!(defaults::OUTPUT_FORMAT), "C# default OutputFormat = PNG");
+                }
                 defaults::OUTPUT_FORMAT.to_string()
             }
         };
@@ -886,6 +880,19 @@ impl Mapper<'_> {
             save_path,
             upscale,
             return_base64: None,
+        }
+    }
+
+    /// `png`, `jpeg` (or `jpg`), `webp`, any casing.
+    fn output_format(&mut self, canonical: &str, value: &str) -> Option<String> {
+        match value.to_ascii_lowercase().as_str() {
+            "png" => Some("png".into()),
+            "jpeg" | "jpg" => Some("jpeg".into()),
+            "webp" => Some("webp".into()),
+            _ => {
+                self.error(canonical, "enum", "must be one of png, jpeg (jpg), webp (any casing)".into(), Some(json!(value)));
+                None
+            }
         }
     }
 
@@ -1078,6 +1085,19 @@ impl Mapper<'_> {
             self.reported("/postprocessing/watermark", json!(v), "v2 has no watermark field; the reference renders with add_watermarker=False (PROTOCOL B.9)");
         }
     }
+}
+
+/// A field that was present but unreadable (wrong type) is not also "missing".
+fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
+    let other_paths: std::collections::HashSet<String> = errors
+        .iter()
+        .filter(|e| e.rule != "required")
+        .map(|e| e.path.clone())
+        .collect();
+    errors
+        .into_iter()
+        .filter(|e| e.rule != "required" || !other_paths.contains(&e.path))
+        .collect()
 }
 
 /// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON).

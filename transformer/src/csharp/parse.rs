@@ -264,6 +264,16 @@ impl Loc<'_> {
         Some(value)
     }
 
+    /// Records an array's own location (from its first item's pointer, or nothing when empty).
+    fn mark(&mut self, name: &str, items: &[At<'_>]) {
+        if let Some(first) = items.first() {
+            if let Some(array_path) = first.path.strip_suffix("/0") {
+                self.locations
+                    .insert(format!("{}/{name}", self.canonical_prefix), array_path.to_string());
+            }
+        }
+    }
+
     fn sub(&mut self, name: &str) -> Loc<'_> {
         Loc {
             canonical_prefix: format!("{}/{name}", self.canonical_prefix),
@@ -365,6 +375,7 @@ pub(crate) fn parse_request(
         c.mask_blur = l.put("maskBlur", r.int(ctx, "maskBlur"));
         c.img2img_strength = l.put("img2ImgStrength", r.number(ctx, "img2ImgStrength"));
         c.reference_images = r.array(ctx, "referenceImages").map(|items| {
+            l.mark("referenceImages", &items);
             items
                 .into_iter()
                 .enumerate()
@@ -387,6 +398,7 @@ pub(crate) fn parse_request(
             l.put("sequentialCpuOffload", r.boolean(ctx, "sequentialCpuOffload"));
         p.device = l.put("device", r.string(ctx, "device"));
         p.device_ids = r.array(ctx, "deviceIds").map(|items| {
+            l.mark("deviceIds", &items);
             items
                 .into_iter()
                 .enumerate()
@@ -400,6 +412,7 @@ pub(crate) fn parse_request(
         p.device_id = l.put("deviceId", r.string(ctx, "deviceId"));
         p.enable_xformers = l.put("enableXformers", r.boolean(ctx, "enableXformers"));
         p.memory_optimizations = r.array(ctx, "memoryOptimizations").map(|items| {
+            l.mark("memoryOptimizations", &items);
             items
                 .into_iter()
                 .enumerate()
