@@ -182,6 +182,58 @@ fn the_wire_order_of_the_response_is_fixed() {
     );
 }
 
+#[test]
+fn a_full_csharp_response_round_trips_through_the_typed_model() {
+    let full = json!({
+        "success": true,
+        "message": "ok",
+        "error": null,
+        "images": [{"path": "/o/a.png", "filename": "a.png", "width": 1024, "height": 1024,
+                    "seed": 5, "metadata": {"k": [1, 2]}}],
+        "metrics": {
+            "generationTimeSeconds": 1.5, "loadTimeSeconds": 0.25,
+            "preprocessingTimeSeconds": 0.0, "postprocessingTimeSeconds": 0.5,
+            "inferenceSteps": 25, "pipelineType": "enhanced_sdxl",
+            "memoryUsage": {"gpuMemoryMB": 8192.0, "systemMemoryMB": 1024.5, "peakMemoryMB": 9000.0}
+        },
+        "featuresUsed": {"lora": true}
+    });
+    Schema::CsharpResponse
+        .validate(&full)
+        .expect("the example is a valid C# response");
+    let typed: transformer::reply_map::CsharpResponse =
+        serde_json::from_value(full.clone()).expect("fits the typed model");
+    assert_eq!(typed.to_value().expect("serialises"), full);
+}
+
+#[test]
+fn the_csharp_response_schema_rejects_broken_responses() {
+    let valid =
+        transform_reply(br#"{"success":true,"output_path":"a.png","seed":1}"#).expect("maps");
+    type Damage = fn(&mut Value);
+    let broken: [(&str, Damage); 7] = [
+        ("missing featuresUsed", |v| {
+            v.as_object_mut().map(|o| o.remove("featuresUsed"));
+        }),
+        ("unknown property", |v| v["requestId"] = json!("r")),
+        ("negative seed", |v| v["images"][0]["seed"] = json!(-1)),
+        ("seed beyond int", |v| {
+            v["images"][0]["seed"] = json!(2147483648u64)
+        }),
+        ("empty filename", |v| v["images"][0]["filename"] = json!("")),
+        ("error text on success", |v| v["error"] = json!("boom")),
+        ("images on failure", |v| v["success"] = json!(false)),
+    ];
+    for (what, damage) in broken {
+        let mut response = valid.clone();
+        damage(&mut response);
+        assert!(
+            !Schema::CsharpResponse.is_valid(&response),
+            "{what} was accepted"
+        );
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Strategies built from the typed reply model
 // ---------------------------------------------------------------------------------------------
