@@ -7,10 +7,15 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod fixtures;
+mod setup;
+
 const USAGE: &str = "\
 cargo xtask <command>
 
 commands:
+  setup            the Python venv (requirements.txt, cached by hash) and the release binaries
+  fixtures         regenerate fixtures/models/ with fixtures/oracle/ (--check: fail if stale)
   conformance      the main job: transform every fixture and print the coverage table
   test             everything CI gates on (tests, clippy, fmt, snapshot and fixture checks)
   bench            criterion benches side by side with the Python reference, as ratios
@@ -34,6 +39,8 @@ fn run(args: &[String]) -> Result<()> {
             print!("{USAGE}");
             Ok(())
         }
+        "setup" => setup::run(rest),
+        "fixtures" => fixtures::run(rest),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     };
     result.with_context(|| format!("cargo xtask {command} {}", rest.join(" ")))

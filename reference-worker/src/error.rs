@@ -1,0 +1,101 @@
+//! The crate's one error type. Every variant names the file (and key or tensor) it is about, so a
+//! message read alone in a CI log says what to fix.
+
+use std::path::PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- files and folders --------------------------------------------------------------------
+    /// A file could not be read at all.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A model folder lacks a file its layout requires.
+    #[error("{}: missing {what}", path.display())]
+    MissingFile { path: PathBuf, what: String },
+
+    // ---- config.json and friends --------------------------------------------------------------
+    /// The file is not JSON, or its top level is not an object.
+    #[error("{}: not a JSON object: {message}", path.display())]
+    ConfigSyntax { path: PathBuf, message: String },
+
+    /// A key the model needs (no diffusers default is assumed for it) is absent.
+    #[error("{}: missing key `{key}`", path.display())]
+    MissingKey { path: PathBuf, key: String },
+
+    /// A key holds the wrong JSON type.
+    #[error("{}: key `{key}` should be {expected}, found {found}", path.display())]
+    MistypedKey {
+        path: PathBuf,
+        key: String,
+        expected: &'static str,
+        found: String,
+    },
+
+    /// A key has the right type but a value that cannot describe a model.
+    #[error("{}: key `{key}`: {message}", path.display())]
+    InvalidValue {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    // ---- safetensors --------------------------------------------------------------------------
+    /// The header cannot be parsed (too short, not JSON, inconsistent offsets).
+    #[error("{}: not a valid safetensors file: {message}", path.display())]
+    CorruptSafetensors { path: PathBuf, message: String },
+
+    /// The file ends before the data of a tensor its header lists.
+    #[error(
+        "{}: truncated: tensor `{tensor}` needs bytes up to {needed} of the data section, \
+         but the file holds {available}",
+        path.display()
+    )]
+    TruncatedSafetensors {
+        path: PathBuf,
+        tensor: String,
+        needed: usize,
+        available: usize,
+    },
+
+    /// The model asks for a tensor the file does not have.
+    #[error("{}: no tensor named `{tensor}`", path.display())]
+    MissingTensor { path: PathBuf, tensor: String },
+
+    /// A tensor's shape differs from what config.json implies.
+    #[error("{}: tensor `{tensor}` has shape {actual:?}, expected {expected:?}", path.display())]
+    ShapeMismatch {
+        path: PathBuf,
+        tensor: String,
+        expected: Vec<i64>,
+        actual: Vec<i64>,
+    },
+
+    /// A tensor is stored in a dtype that is not a floating-point weight.
+    #[error(
+        "{}: tensor `{tensor}` is stored as {dtype}; weights must be F32, F16, BF16 or F64",
+        path.display()
+    )]
+    UnsupportedDtype {
+        path: PathBuf,
+        tensor: String,
+        dtype: String,
+    },
+
+    // ---- libtorch -----------------------------------------------------------------------------
+    /// libtorch reported an error (a C++ exception turned into a value).
+    #[error("libtorch: {0}")]
+    Torch(String),
+}
+
+impl From<tch::TchError> for Error {
+    fn from(error: tch::TchError) -> Self {
+        Error::Torch(error.to_string())
+    }
+}

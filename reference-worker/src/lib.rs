@@ -1,0 +1,11 @@
+//! The tch reference worker: renders what diffusers' `StableDiffusionXLPipeline` renders for the
+//! same request and weights (PROTOCOL B.9), on libtorch from the project venv's torch wheel.
+
+pub mod config;
+pub mod error;
+pub mod generator;
+pub mod model_dir;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use generator::Generator;

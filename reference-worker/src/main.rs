@@ -1,0 +1,113 @@
+//! `reference-worker`: the tch reference worker's command line.
+//!
+//! Exit codes: 0 success, 2 invalid input (a model folder, config or weights file that cannot be
+//! used; bad arguments), 1 anything else.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use reference_worker::model_dir::{ComponentConfig, ModelDir};
+use reference_worker::Error;
+
+#[derive(Parser)]
+#[command(
+    name = "reference-worker",
+    version,
+    about = "The tch reference worker for SDXL"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Load every component's config and weights of a diffusers SDXL folder and print a summary
+    /// (component, class, tensor count, parameter count).
+    Inspect {
+        /// A diffusers pipeline folder (with model_index.json).
+        #[arg(long)]
+        model: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect { model } => inspect(&model),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("reference-worker: error: {error}");
+            ExitCode::from(exit_code(&error))
+        }
+    }
+}
+
+/// Every error about the files we were pointed at is invalid input (2); libtorch failing on valid
+/// input is an internal error (1).
+fn exit_code(error: &Error) -> u8 {
+    match error {
+        Error::Torch(_) => 1,
+        _ => 2,
+    }
+}
+
+fn inspect(model: &std::path::Path) -> Result<(), Error> {
+    let dir = ModelDir::open(model)?;
+    println!("{} ({})", dir.root.display(), dir.index.class_name);
+    println!(
+        "{:<16} {:<30} {:>8} {:>12}  config",
+        "component", "class", "tensors", "parameters"
+    );
+    for component in dir.components() {
+        let summary = match component.config()? {
+            ComponentConfig::UNet(c) => format!(
+                "block_out_channels {:?}, cross_attention_dim {:?}, addition_embed_type {}",
+                c.block_out_channels,
+                c.cross_attention_dim[0],
+                c.addition_embed_type.as_deref().unwrap_or("none")
+            ),
+            ComponentConfig::Vae(c) => format!(
+                "block_out_channels {:?}, latent_channels {}, scaling_factor {}, x{} downsampling",
+                c.block_out_channels,
+                c.latent_channels,
+                c.scaling_factor,
+                c.scale_factor()
+            ),
+            ComponentConfig::TextEncoder(c) => format!(
+                "hidden_size {}, layers {}, heads {}, projection_dim {}",
+                c.hidden_size,
+                c.num_hidden_layers,
+                c.num_attention_heads,
+                c.projection_dim
+                    .map_or_else(|| "none".to_owned(), |dim| dim.to_string())
+            ),
+            ComponentConfig::Scheduler(c) => format!(
+                "{}, {} train timesteps, {} betas, {}",
+                c.class_name, c.num_train_timesteps, c.beta_schedule, c.prediction_type
+            ),
+            ComponentConfig::Tokenizer(path) => format!("{}", path.display()),
+        };
+        let (tensors, parameters) = if component.has_weights() {
+            let weights = component.weights()?;
+            // Materialize every tensor once, so a file whose bytes cannot become tensors fails here.
+            for name in weights.names() {
+                let _tensor = weights.tensor(name, tch::Kind::Float)?;
+            }
+            (
+                weights.len().to_string(),
+                weights.parameter_count().to_string(),
+            )
+        } else {
+            ("-".to_owned(), "-".to_owned())
+        };
+        println!(
+            "{:<16} {:<30} {:>8} {:>12}  {summary}",
+            component.name, component.class, tensors, parameters
+        );
+    }
+    Ok(())
+}
