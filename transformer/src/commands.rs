@@ -22,10 +22,34 @@ pub struct Command {
 }
 
 pub const COMMANDS: &[Command] = &[
-    row("initialize", Action::Initialize, "initialize_request", false, true),
-    row("load_model", Action::LoadModel, "model_load_request", true, true),
-    row("unload_model", Action::UnloadModel, "model_unload_request", false, true),
-    row("generate_image", Action::GenerateImage, "inference_request", true, false),
+    row(
+        "initialize",
+        Action::Initialize,
+        "initialize_request",
+        false,
+        true,
+    ),
+    row(
+        "load_model",
+        Action::LoadModel,
+        "model_load_request",
+        true,
+        true,
+    ),
+    row(
+        "unload_model",
+        Action::UnloadModel,
+        "model_unload_request",
+        false,
+        true,
+    ),
+    row(
+        "generate_image",
+        Action::GenerateImage,
+        "inference_request",
+        true,
+        false,
+    ),
     row(
         "generate_sdxl_enhanced",
         Action::GenerateSdxlEnhanced,
@@ -40,10 +64,34 @@ pub const COMMANDS: &[Command] = &[
         false,
         true,
     ),
-    row("validate_request", Action::ValidateRequest, "validate_request", false, true),
-    row("get_status", Action::GetStatus, "status_request", true, true),
-    row("get_model_info", Action::GetModelInfo, "model_info_request", false, true),
-    row("cleanup_memory", Action::CleanupMemory, "cleanup_request", false, true),
+    row(
+        "validate_request",
+        Action::ValidateRequest,
+        "validate_request",
+        false,
+        true,
+    ),
+    row(
+        "get_status",
+        Action::GetStatus,
+        "status_request",
+        true,
+        true,
+    ),
+    row(
+        "get_model_info",
+        Action::GetModelInfo,
+        "model_info_request",
+        false,
+        true,
+    ),
+    row(
+        "cleanup_memory",
+        Action::CleanupMemory,
+        "cleanup_request",
+        false,
+        true,
+    ),
     row("stop", Action::Stop, "shutdown_request", true, false),
     row("shutdown", Action::Shutdown, "shutdown_request", true, true),
 ];
@@ -66,7 +114,9 @@ const fn row(
 
 /// The row of a C# action name (exact, as C# sends them in snake_case; ASCII case ignored).
 pub fn by_action_name(name: &str) -> Option<&'static Command> {
-    COMMANDS.iter().find(|c| c.action.eq_ignore_ascii_case(name))
+    COMMANDS
+        .iter()
+        .find(|c| c.action.eq_ignore_ascii_case(name))
 }
 
 pub fn by_action(action: Action) -> &'static Command {
@@ -114,7 +164,10 @@ mod tests {
     fn every_action_round_trips_through_the_table() {
         for command in COMMANDS {
             assert_eq!(by_action(command.id).action, command.action);
-            assert_eq!(by_action_name(command.action).map(|c| c.id), Some(command.id));
+            assert_eq!(
+                by_action_name(command.action).map(|c| c.id),
+                Some(command.id)
+            );
         }
     }
 }

@@ -48,13 +48,25 @@ pub const SEED_FIELDS: &[(&str, &[&str])] = &[
     ("Model.Vae", &["/model/vae"]),
     ("Scheduler.Type", &["/scheduler/type"]),
     ("Scheduler.Steps", &["/scheduler/steps"]),
-    ("Hyperparameters.GuidanceScale", &["/hyperparameters/guidanceScale"]),
+    (
+        "Hyperparameters.GuidanceScale",
+        &["/hyperparameters/guidanceScale"],
+    ),
     ("Hyperparameters.Width", &["/hyperparameters/width"]),
     ("Hyperparameters.Height", &["/hyperparameters/height"]),
     ("Hyperparameters.Seed", &["/hyperparameters/seed"]),
     ("Conditioning.Prompt", &["/conditioning/prompt"]),
-    ("Conditioning.NegativePrompt", &["/conditioning/negativePrompt"]),
-    ("Conditioning.LoRAs", &["/conditioning/loras/*/modelPath", "/conditioning/loras/*/weight"]),
+    (
+        "Conditioning.NegativePrompt",
+        &["/conditioning/negativePrompt"],
+    ),
+    (
+        "Conditioning.LoRAs",
+        &[
+            "/conditioning/loras/*/modelPath",
+            "/conditioning/loras/*/weight",
+        ],
+    ),
     (
         "Conditioning.ControlNets",
         &[
@@ -66,15 +78,21 @@ pub const SEED_FIELDS: &[(&str, &[&str])] = &[
     ("Output.Format", &["/output/format"]),
     ("Output.Quality", &["/output/quality"]),
     ("Output.SavePath", &["/output/savePath"]),
-    ("PostProcessing", &["/postprocessing/*/type", "/postprocessing/*/factor", "/postprocessing/*/model"]),
+    (
+        "PostProcessing",
+        &[
+            "/postprocessing/*/type",
+            "/postprocessing/*/factor",
+            "/postprocessing/*/model",
+        ],
+    ),
 ];
 
 /// A request body with every field of the HTTP shape and of the seed's shape set, to values
 /// the mapping accepts (two shapes of one field carry equal values, so both are mapped).
 pub fn probe_request() -> CsRequest {
     let s = |v: &str| Some(v.to_string());
-    let mut r = CsRequest::default();
-    r.model = csharp::Model {
+    let model = csharp::Model {
         base: s("models/base.safetensors"),
         refiner: s("models/refiner.safetensors"),
         vae: s("models/vae.safetensors"),
@@ -82,7 +100,7 @@ pub fn probe_request() -> CsRequest {
         text_encoder: s("models/text_encoder"),
         text_encoder2: s("models/text_encoder_2"),
     };
-    r.scheduler = csharp::Scheduler {
+    let scheduler = csharp::Scheduler {
         kind: s("Euler"),
         steps: Some(20),
         snr_weighting: Some(false),
@@ -90,7 +108,7 @@ pub fn probe_request() -> CsRequest {
         timestep_spacing: s("trailing"),
         guidance_scale: Some(6.0),
     };
-    r.hyperparameters = csharp::Hyperparameters {
+    let hyperparameters = csharp::Hyperparameters {
         guidance_scale: Some(6.0),
         seed: Some(7),
         batch_size: Some(2),
@@ -100,7 +118,7 @@ pub fn probe_request() -> CsRequest {
         prompt: s("a lighthouse"),
         prompt_weighting: Some(csharp::PromptWeighting::Enabled(true)),
     };
-    r.conditioning = csharp::Conditioning {
+    let conditioning = csharp::Conditioning {
         prompt: s("a lighthouse"),
         negative_prompt: s("blurry"),
         loras: Some(vec![csharp::Lora {
@@ -129,7 +147,7 @@ pub fn probe_request() -> CsRequest {
         img2img_strength: Some(0.6),
         reference_images: Some(vec!["ref.png".into()]),
     };
-    r.performance = csharp::Performance {
+    let performance = csharp::Performance {
         dtype: s("fp16"),
         xformers: Some(false),
         attention_slicing: Some(true),
@@ -142,7 +160,7 @@ pub fn probe_request() -> CsRequest {
         enable_xformers: Some(false),
         memory_optimizations: Some(vec!["vae_slicing".into()]),
     };
-    r.postprocessing = csharp::Postprocessing {
+    let postprocessing = csharp::Postprocessing {
         upscaler: s("RealESRGAN"),
         upscale_factor: Some(2.0),
         output_format: s("PNG"),
@@ -151,12 +169,21 @@ pub fn probe_request() -> CsRequest {
         auto_contrast: Some(false),
         watermark: Some(false),
     };
-    r.output = csharp::Output {
+    let output = csharp::Output {
         format: s("png"),
         quality: Some(90),
         save_path: s("outputs/"),
     };
-    r
+    CsRequest {
+        model,
+        scheduler,
+        hyperparameters,
+        conditioning,
+        performance,
+        postprocessing,
+        post_processing_steps: None,
+        output,
+    }
 }
 
 /// The probe messages: the full body (object `postprocessing`), the seed's list form, and one
@@ -181,18 +208,27 @@ pub fn probe_messages() -> Vec<(&'static str, Value)> {
             "generate_sdxl_enhanced",
             json!({"action": "generate_sdxl_enhanced", "request_data": body.clone()}),
         ),
-        ("validate_request", json!({"action": "validate_request", "request": body})),
+        (
+            "validate_request",
+            json!({"action": "validate_request", "request": body}),
+        ),
         (
             "generate_image",
             json!({"action": "generate_image", "parameters": {"prompt": "a lighthouse", "negative_prompt": "blurry",
                 "width": 512, "height": 512, "steps": 20, "guidance_scale": 6.0, "seed": 7}}),
         ),
-        ("initialize", json!({"action": "initialize", "device_index": 0, "device_id": "gpu_0"})),
+        (
+            "initialize",
+            json!({"action": "initialize", "device_index": 0, "device_id": "gpu_0"}),
+        ),
         (
             "load_model",
             json!({"action": "load_model", "model_path": "models/base", "model_type": "sdxl", "model_id": "base"}),
         ),
-        ("unload_model", json!({"action": "unload_model", "model_id": "base"})),
+        (
+            "unload_model",
+            json!({"action": "unload_model", "model_id": "base"}),
+        ),
     ];
     for command in crate::commands::COMMANDS {
         if !messages.iter().any(|(m, _)| *m == command.action) {
@@ -206,15 +242,26 @@ pub fn probe_messages() -> Vec<(&'static str, Value)> {
 pub fn generalise(pointer: &str) -> String {
     pointer
         .split('/')
-        .map(|t| if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) { "*" } else { t })
+        .map(|t| {
+            if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
+                "*"
+            } else {
+                t
+            }
+        })
         .collect::<Vec<_>>()
         .join("/")
 }
 
+/// (message, generalised C# pointer).
+type RowKey = (&'static str, String);
+/// (Python targets, reason when reported).
+type RowValue = (Vec<String>, Option<String>);
+
 /// Runs the mapping on every probe and tabulates the reports.
 pub fn compute() -> Coverage {
     // (message, generalised C# pointer) → (python targets, reported reason)
-    let mut rows: BTreeMap<(&'static str, String), (Vec<String>, Option<String>)> = BTreeMap::new();
+    let mut rows: BTreeMap<RowKey, RowValue> = BTreeMap::new();
     for (message, probe) in probe_messages() {
         let (message, strip) = match message {
             // Envelopes that carry the request body: list their own fields, and the body's under
@@ -228,16 +275,26 @@ pub fn compute() -> Coverage {
             Err(errors) => {
                 rows.insert(
                     (message, String::new()),
-                    (Vec::new(), Some(format!("probe rejected: {}", errors.to_json_line()))),
+                    (
+                        Vec::new(),
+                        Some(format!("probe rejected: {}", errors.to_json_line())),
+                    ),
                 );
                 continue;
             }
         };
-        let body_target = if message == "validate_request" { "/data/request" } else { "/data" };
+        let body_target = if message == "validate_request" {
+            "/data/request"
+        } else {
+            "/data"
+        };
         let mut record = |from: &str, to: Option<&str>, reason: Option<&str>| {
             let mut from = generalise(from);
             let mut msg = message;
-            if strip && message == "validate_request" && (from.starts_with("/request/") || from.starts_with("/request_data/")) {
+            if strip
+                && message == "validate_request"
+                && (from.starts_with("/request/") || from.starts_with("/request_data/"))
+            {
                 // The body's own fields are listed once, under `request`.
                 return;
             }
@@ -274,7 +331,9 @@ pub fn compute() -> Coverage {
         }
         for envelope_key in ["request", "request_data"] {
             if probe.get(envelope_key).is_some() {
-                let entry = rows.entry((message, format!("/{envelope_key}"))).or_default();
+                let entry = rows
+                    .entry((message, format!("/{envelope_key}")))
+                    .or_default();
                 entry.0.push(body_target.to_string());
             }
         }
@@ -282,7 +341,11 @@ pub fn compute() -> Coverage {
     let fields: Vec<FieldCoverage> = rows
         .into_iter()
         .map(|((message, csharp), (targets, reason))| {
-            let status = if !targets.is_empty() { "mapped" } else { "reported" };
+            let status = if !targets.is_empty() {
+                "mapped"
+            } else {
+                "reported"
+            };
             FieldCoverage {
                 message,
                 csharp,
@@ -315,7 +378,12 @@ pub fn compute() -> Coverage {
 impl Coverage {
     /// The table for people: one line per field.
     pub fn to_text(&self) -> String {
-        let width = self.fields.iter().map(|f| f.message.len() + f.csharp.len() + 1).max().unwrap_or(0);
+        let width = self
+            .fields
+            .iter()
+            .map(|f| f.message.len() + f.csharp.len() + 1)
+            .max()
+            .unwrap_or(0);
         let mut out = String::new();
         for f in &self.fields {
             let left = format!("{} {}", f.message, f.csharp);
@@ -331,7 +399,11 @@ impl Coverage {
             self.seed_fields_mapped, self.seed_fields_total
         ));
         for f in &self.seed_fields {
-            out.push_str(&format!("  {:<32} {}\n", f.name, if f.mapped { "mapped" } else { "NOT mapped" }));
+            out.push_str(&format!(
+                "  {:<32} {}\n",
+                f.name,
+                if f.mapped { "mapped" } else { "NOT mapped" }
+            ));
         }
         out
     }

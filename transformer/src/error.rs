@@ -128,7 +128,11 @@ pub fn parse_json(bytes: &[u8]) -> Result<Value> {
         FieldError::new(
             "",
             rule,
-            format!("input is not valid JSON: {e} (line {}, column {})", e.line(), e.column()),
+            format!(
+                "input is not valid JSON: {e} (line {}, column {})",
+                e.line(),
+                e.column()
+            ),
         )
         .into()
     })

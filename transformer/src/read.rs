@@ -55,7 +55,10 @@ pub struct Reader<'a> {
 
 /// Property names compare like System.Text.Json's case-insensitive mode (ordinal, ignoring case).
 fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.chars().zip(b.chars()).all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
+    a.len() == b.len()
+        && a.chars()
+            .zip(b.chars())
+            .all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
 }
 
 /// A looser match used only as a fallback, with a warning: snake_case spellings of a camelCase
@@ -266,7 +269,9 @@ pub fn as_int(ctx: &mut Ctx, at: &At<'_>) -> Option<i64> {
 pub fn as_number(ctx: &mut Ctx, at: &At<'_>) -> Option<f64> {
     match at.value {
         Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).or_else(|| {
-            ctx.error(FieldError::new(&at.path, "range", "number is not finite").with_value(at.value));
+            ctx.error(
+                FieldError::new(&at.path, "range", "number is not finite").with_value(at.value),
+            );
             None
         }),
         other => {

@@ -3,7 +3,9 @@
 
 use serde_json::{json, Value};
 
-use crate::csharp::{self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting};
+use crate::csharp::{
+    self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting,
+};
 use crate::error::{parse_json, Errors, FieldError, Result};
 use crate::python::{self, Envelope, InferenceData};
 use crate::read::Ctx;
@@ -116,7 +118,10 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
                 .into_iter()
                 .map(|mut e| {
                     e.rule = "internal";
-                    e.message = format!("mapped output violates the v2 schema at {}: {}", e.path, e.message);
+                    e.message = format!(
+                        "mapped output violates the v2 schema at {}: {}",
+                        e.path, e.message
+                    );
                     e.path = String::new();
                     e
                 })
@@ -200,7 +205,13 @@ impl Mapper<'_> {
         }
     }
 
-    fn error(&mut self, canonical: &str, rule: &'static str, message: String, value: Option<Value>) {
+    fn error(
+        &mut self,
+        canonical: &str,
+        rule: &'static str,
+        message: String,
+        value: Option<Value>,
+    ) {
         let mut error = FieldError::new(self.loc(canonical), rule, message);
         if let Some(value) = value {
             error = error.with_value(&value);
@@ -220,12 +231,14 @@ impl Mapper<'_> {
             (Some(x), Some(y)) => {
                 if x != y {
                     let (pa, pb) = (self.loc(a.1), self.loc(b.1));
-                    self.ctx.error(FieldError::new(
-                        pb.clone(),
-                        "conflict",
-                        format!("{pa} and {pb} both set this field, to different values"),
-                    )
-                    .with_value(&json!([x, y])));
+                    self.ctx.error(
+                        FieldError::new(
+                            pb.clone(),
+                            "conflict",
+                            format!("{pa} and {pb} both set this field, to different values"),
+                        )
+                        .with_value(&json!([x, y])),
+                    );
                 }
                 self.mapped(a.1, to);
                 self.mapped(b.1, to);
@@ -271,14 +284,22 @@ impl Mapper<'_> {
 
     fn text(&mut self, canonical: &str, value: &str, required_non_blank: bool) {
         if required_non_blank && value.trim().is_empty() {
-            self.error(canonical, "blank", "must not be empty or only whitespace".into(), Some(json!(value)));
+            self.error(
+                canonical,
+                "blank",
+                "must not be empty or only whitespace".into(),
+                Some(json!(value)),
+            );
         }
         let chars = value.chars().count();
         if chars > limits::PROMPT_MAX_CHARS {
             self.error(
                 canonical,
                 "max_length",
-                format!("{chars} characters; at most {} allowed", limits::PROMPT_MAX_CHARS),
+                format!(
+                    "{chars} characters; at most {} allowed",
+                    limits::PROMPT_MAX_CHARS
+                ),
                 Some(json!(value)),
             );
         }
@@ -321,7 +342,12 @@ impl Mapper<'_> {
                 if let Some(index) = device_index {
                     self.mapped("/device_index", "/data/device_index");
                     if *index < 0 {
-                        self.error("/device_index", "range", "must be 0 or more".into(), Some(json!(index)));
+                        self.error(
+                            "/device_index",
+                            "range",
+                            "must be 0 or more".into(),
+                            Some(json!(index)),
+                        );
                     }
                     data.insert("device_index".into(), json!(index));
                 }
@@ -342,8 +368,18 @@ impl Mapper<'_> {
                         self.mapped("/model_path", "/data/model_path");
                         data.insert("model_path".into(), json!(path));
                     }
-                    Some(path) => self.error("/model_path", "blank", "must not be empty".into(), Some(json!(path))),
-                    None => self.error("/model_path", "required", "`load_model` needs `model_path`".into(), None),
+                    Some(path) => self.error(
+                        "/model_path",
+                        "blank",
+                        "must not be empty".into(),
+                        Some(json!(path)),
+                    ),
+                    None => self.error(
+                        "/model_path",
+                        "required",
+                        "`load_model` needs `model_path`".into(),
+                        None,
+                    ),
                 }
                 if let Some(kind) = model_type {
                     self.mapped("/model_type", "/data/model_type");
@@ -368,7 +404,13 @@ impl Mapper<'_> {
     }
 
     /// The `generate_sdxl_enhanced` request (or `generate_image`'s parameters) → `data`.
-    fn inference(&mut self, r: &CsRequest, request_id: &str, out: &str, action: Action) -> InferenceData {
+    fn inference(
+        &mut self,
+        r: &CsRequest,
+        request_id: &str,
+        out: &str,
+        action: Action,
+    ) -> InferenceData {
         let h = &r.hyperparameters;
         let c = &r.conditioning;
         let prompt = self
@@ -380,19 +422,31 @@ impl Mapper<'_> {
             .cloned();
         let prompt = match prompt {
             Some(p) => {
-                let canonical = if c.prompt.is_some() { "/conditioning/prompt" } else { "/hyperparameters/prompt" };
+                let canonical = if c.prompt.is_some() {
+                    "/conditioning/prompt"
+                } else {
+                    "/hyperparameters/prompt"
+                };
                 self.text(canonical, &p, true);
                 p
             }
             None => {
-                self.error("/conditioning/prompt", "required", "a prompt is required".into(), None);
+                self.error(
+                    "/conditioning/prompt",
+                    "required",
+                    "a prompt is required".into(),
+                    None,
+                );
                 String::new()
             }
         };
         let negative_prompt = self
             .either(
                 (c.negative_prompt.as_ref(), "/conditioning/negativePrompt"),
-                (h.negative_prompt.as_ref(), "/hyperparameters/negativePrompt"),
+                (
+                    h.negative_prompt.as_ref(),
+                    "/hyperparameters/negativePrompt",
+                ),
                 &format!("{out}/negative_prompt"),
             )
             .cloned();
@@ -410,7 +464,9 @@ impl Mapper<'_> {
         let (scheduler, scheduler_options) = self.scheduler(r, out);
         let lora = self.loras(r, out);
         let controlnets = self.control_nets(r, out);
-        let controlnet = controlnets.as_ref().and_then(|units| units.first().cloned());
+        let controlnet = controlnets
+            .as_ref()
+            .and_then(|units| units.first().cloned());
         let textual_inversions = self.textual_inversions(r, out);
         let prompt_attention = self.prompt_attention(r, out);
         let (init_image, mask_image) = self.images(r, out);
@@ -451,7 +507,12 @@ impl Mapper<'_> {
 
     // ---- sections ----------------------------------------------------------------------
 
-    fn models(&mut self, r: &CsRequest, out: &str, action: Action) -> (Option<String>, Option<python::Models>) {
+    fn models(
+        &mut self,
+        r: &CsRequest,
+        out: &str,
+        action: Action,
+    ) -> (Option<String>, Option<python::Models>) {
         let m = &r.model;
         let base = match &m.base {
             Some(base) if !base.trim().is_empty() => {
@@ -460,7 +521,12 @@ impl Mapper<'_> {
                 base.clone()
             }
             Some(base) => {
-                self.error("/model/base", "blank", "the base model must not be empty".into(), Some(json!(base)));
+                self.error(
+                    "/model/base",
+                    "blank",
+                    "the base model must not be empty".into(),
+                    Some(json!(base)),
+                );
                 return (None, None);
             }
             None if action == Action::GenerateImage => {
@@ -468,27 +534,33 @@ impl Mapper<'_> {
                 return (None, None);
             }
             None => {
-                self.error("/model/base", "required", "the base model (`model.base`) is required".into(), None);
+                self.error(
+                    "/model/base",
+                    "required",
+                    "the base model (`model.base`) is required".into(),
+                    None,
+                );
                 return (None, None);
             }
         };
-        let mut optional = |canonical: &'static str, name: &str, value: &Option<String>| -> Option<String> {
-            match value {
-                Some(v) if !v.is_empty() => {
-                    self.mapped(canonical, &format!("{out}/models/{name}"));
-                    Some(v.clone())
-                }
-                Some(v) => {
-                    self.reported(
+        let mut optional =
+            |canonical: &'static str, name: &str, value: &Option<String>| -> Option<String> {
+                match value {
+                    Some(v) if !v.is_empty() => {
+                        self.mapped(canonical, &format!("{out}/models/{name}"));
+                        Some(v.clone())
+                    }
+                    Some(v) => {
+                        self.reported(
                         canonical,
                         json!(v),
                         "empty string: C#'s \"not set\"; the base model's own component is used",
                     );
-                    None
+                        None
+                    }
+                    None => None,
                 }
-                None => None,
-            }
-        };
+            };
         let refiner = optional("/model/refiner", "refiner", &m.refiner);
         let vae = optional("/model/vae", "vae", &m.vae);
         (
@@ -501,7 +573,10 @@ impl Mapper<'_> {
         let h = &r.hyperparameters;
         let steps = match r.scheduler.steps {
             Some(steps) => {
-                self.mapped("/scheduler/steps", &format!("{out}/hyperparameters/num_inference_steps"));
+                self.mapped(
+                    "/scheduler/steps",
+                    &format!("{out}/hyperparameters/num_inference_steps"),
+                );
                 self.int_range("/scheduler/steps", steps, limits::STEPS);
                 steps.clamp(0, u32::MAX as i64) as u32
             }
@@ -516,7 +591,10 @@ impl Mapper<'_> {
         };
         let guidance = self.either(
             (h.guidance_scale.as_ref(), "/hyperparameters/guidanceScale"),
-            (r.scheduler.guidance_scale.as_ref(), "/scheduler/guidanceScale"),
+            (
+                r.scheduler.guidance_scale.as_ref(),
+                "/scheduler/guidanceScale",
+            ),
             &format!("{out}/hyperparameters/guidance_scale"),
         );
         let guidance_scale = match guidance.copied() {
@@ -540,7 +618,10 @@ impl Mapper<'_> {
         };
         let seed = match h.seed {
             Some(seed) => {
-                self.mapped("/hyperparameters/seed", &format!("{out}/hyperparameters/seed"));
+                self.mapped(
+                    "/hyperparameters/seed",
+                    &format!("{out}/hyperparameters/seed"),
+                );
                 if seed != -1 && !(0..=limits::SEED_MAX).contains(&seed) {
                     self.error(
                         "/hyperparameters/seed",
@@ -560,10 +641,12 @@ impl Mapper<'_> {
                 defaults::SEED
             }
         };
-        let strength = r.conditioning.img2img_strength.map(|s| {
-            self.mapped("/conditioning/img2ImgStrength", &format!("{out}/hyperparameters/strength"));
-            self.num_range("/conditioning/img2ImgStrength", s, limits::STRENGTH);
-            s
+        let strength = r.conditioning.img2img_strength.inspect(|s| {
+            self.mapped(
+                "/conditioning/img2ImgStrength",
+                &format!("{out}/hyperparameters/strength"),
+            );
+            self.num_range("/conditioning/img2ImgStrength", *s, limits::STRENGTH);
         });
         python::Hyperparameters {
             num_inference_steps: steps,
@@ -574,36 +657,53 @@ impl Mapper<'_> {
     }
 
     fn dimensions(&mut self, r: &CsRequest, out: &str) -> python::Dimensions {
-        let mut side = |canonical: &'static str, name: &str, value: Option<i64>, default: u32| -> u32 {
-            match value {
-                Some(v) => {
-                    self.mapped(canonical, &format!("{out}/dimensions/{name}"));
-                    if self.int_range(canonical, v, limits::SIZE) && v % limits::SIZE_MULTIPLE != 0 {
-                        self.error(
-                            canonical,
-                            "multiple_of",
-                            format!("must be a multiple of {}", limits::SIZE_MULTIPLE),
-                            Some(json!(v)),
-                        );
+        let mut side =
+            |canonical: &'static str, name: &str, value: Option<i64>, default: u32| -> u32 {
+                match value {
+                    Some(v) => {
+                        self.mapped(canonical, &format!("{out}/dimensions/{name}"));
+                        if self.int_range(canonical, v, limits::SIZE)
+                            && v % limits::SIZE_MULTIPLE != 0
+                        {
+                            self.error(
+                                canonical,
+                                "multiple_of",
+                                format!("must be a multiple of {}", limits::SIZE_MULTIPLE),
+                                Some(json!(v)),
+                            );
+                        }
+                        v.clamp(0, u32::MAX as i64) as u32
                     }
-                    v.clamp(0, u32::MAX as i64) as u32
+                    None => {
+                        self.defaulted(
+                            &format!("{out}/dimensions/{name}"),
+                            json!(default),
+                            "C# default 1024×1024",
+                        );
+                        default
+                    }
                 }
-                None => {
-                    self.defaulted(
-                        &format!("{out}/dimensions/{name}"),
-                        json!(default),
-                        "C# default 1024×1024",
-                    );
-                    default
-                }
-            }
-        };
-        let width = side("/hyperparameters/width", "width", r.hyperparameters.width, defaults::WIDTH);
-        let height = side("/hyperparameters/height", "height", r.hyperparameters.height, defaults::HEIGHT);
+            };
+        let width = side(
+            "/hyperparameters/width",
+            "width",
+            r.hyperparameters.width,
+            defaults::WIDTH,
+        );
+        let height = side(
+            "/hyperparameters/height",
+            "height",
+            r.hyperparameters.height,
+            defaults::HEIGHT,
+        );
         python::Dimensions { width, height }
     }
 
-    fn scheduler(&mut self, r: &CsRequest, out: &str) -> (Option<String>, Option<python::SchedulerOptions>) {
+    fn scheduler(
+        &mut self,
+        r: &CsRequest,
+        out: &str,
+    ) -> (Option<String>, Option<python::SchedulerOptions>) {
         let s = &r.scheduler;
         let class = s.kind.as_ref().and_then(|name| {
             self.mapped("/scheduler/type", &format!("{out}/scheduler"));
@@ -623,11 +723,17 @@ impl Mapper<'_> {
         });
         let mut options = python::SchedulerOptions::default();
         if let Some(karras) = s.use_karras_sigmas {
-            self.mapped("/scheduler/useKarrasSigmas", &format!("{out}/scheduler_options/use_karras_sigmas"));
+            self.mapped(
+                "/scheduler/useKarrasSigmas",
+                &format!("{out}/scheduler_options/use_karras_sigmas"),
+            );
             options.use_karras_sigmas = Some(karras);
         }
         if let Some(spacing) = &s.timestep_spacing {
-            self.mapped("/scheduler/timestepSpacing", &format!("{out}/scheduler_options/timestep_spacing"));
+            self.mapped(
+                "/scheduler/timestepSpacing",
+                &format!("{out}/scheduler_options/timestep_spacing"),
+            );
             let lower = spacing.to_ascii_lowercase();
             if python::TIMESTEP_SPACINGS.contains(&lower.as_str()) {
                 options.timestep_spacing = Some(lower);
@@ -652,36 +758,73 @@ impl Mapper<'_> {
             let to = format!("{out}/lora/models/{i}");
             let name_at = &(format!("{base}/name"));
             let path_at = &(format!("{base}/modelPath"));
-            let name = self.either((lora.name.as_ref(), name_at), (lora.model_path.as_ref(), path_at), &format!("{to}/name"));
+            let name = self.either(
+                (lora.name.as_ref(), name_at),
+                (lora.model_path.as_ref(), path_at),
+                &format!("{to}/name"),
+            );
             let name = match name {
                 Some(n) if !n.trim().is_empty() => n.clone(),
                 Some(n) => {
-                    let at = if lora.name.is_some() { name_at } else { path_at };
-                    self.error(at, "blank", "a LoRA needs a non-empty name or model path".into(), Some(json!(n)));
+                    let at = if lora.name.is_some() {
+                        name_at
+                    } else {
+                        path_at
+                    };
+                    self.error(
+                        at,
+                        "blank",
+                        "a LoRA needs a non-empty name or model path".into(),
+                        Some(json!(n)),
+                    );
                     String::new()
                 }
                 None => {
-                    self.error(name_at, "required", "a LoRA needs `name` (or `modelPath`)".into(), None);
+                    self.error(
+                        name_at,
+                        "required",
+                        "a LoRA needs `name` (or `modelPath`)".into(),
+                        None,
+                    );
                     String::new()
                 }
             };
             let scale_at = &(format!("{base}/scale"));
             let weight_at = &(format!("{base}/weight"));
-            let weight = match self.either((lora.scale.as_ref(), scale_at), (lora.weight.as_ref(), weight_at), &format!("{to}/weight")) {
+            let weight = match self.either(
+                (lora.scale.as_ref(), scale_at),
+                (lora.weight.as_ref(), weight_at),
+                &format!("{to}/weight"),
+            ) {
                 Some(w) => {
-                    let at = if lora.scale.is_some() { scale_at } else { weight_at };
+                    let at = if lora.scale.is_some() {
+                        scale_at
+                    } else {
+                        weight_at
+                    };
                     self.num_range(at, *w, limits::LORA_WEIGHT);
                     *w
                 }
                 None => {
-                    self.defaulted(&format!("{to}/weight"), json!(defaults::LORA_WEIGHT), "no scale given: diffusers' adapter weight default 1.0");
+                    self.defaulted(
+                        &format!("{to}/weight"),
+                        json!(defaults::LORA_WEIGHT),
+                        "no scale given: diffusers' adapter weight default 1.0",
+                    );
                     defaults::LORA_WEIGHT
                 }
             };
             let adapter_name = lora.adapter_name.clone().inspect(|_| {
-                self.mapped(&format!("{base}/adapterName"), &format!("{to}/adapter_name"));
+                self.mapped(
+                    &format!("{base}/adapterName"),
+                    &format!("{to}/adapter_name"),
+                );
             });
-            models.push(python::LoraModel { name, weight, adapter_name });
+            models.push(python::LoraModel {
+                name,
+                weight,
+                adapter_name,
+            });
         }
         Some(python::Lora {
             enabled: !models.is_empty(),
@@ -704,8 +847,17 @@ impl Mapper<'_> {
             ) {
                 Some(img) if !img.trim().is_empty() => img.clone(),
                 Some(img) => {
-                    let at = if unit.image.is_some() { image_at } else { cond_at };
-                    self.error(at, "blank", "a ControlNet unit needs a conditioning image (path or base64)".into(), Some(json!(img)));
+                    let at = if unit.image.is_some() {
+                        image_at
+                    } else {
+                        cond_at
+                    };
+                    self.error(
+                        at,
+                        "blank",
+                        "a ControlNet unit needs a conditioning image (path or base64)".into(),
+                        Some(json!(img)),
+                    );
                     String::new()
                 }
                 None => {
@@ -713,15 +865,27 @@ impl Mapper<'_> {
                     String::new()
                 }
             };
-            let kind = unit.kind.clone().inspect(|_| self.mapped(&format!("{base}/type"), &format!("{to}/type")));
-            let model_path = unit
-                .model_path
+            let kind = unit
+                .kind
                 .clone()
-                .inspect(|_| self.mapped(&format!("{base}/modelPath"), &format!("{to}/model_path")));
+                .inspect(|_| self.mapped(&format!("{base}/type"), &format!("{to}/type")));
+            let model_path = unit.model_path.clone().inspect(|_| {
+                self.mapped(&format!("{base}/modelPath"), &format!("{to}/model_path"))
+            });
             if kind.is_none() && model_path.is_none() {
-                self.error(&format!("{base}/type"), "required", "a ControlNet unit needs `type` or `modelPath`".into(), None);
+                self.error(
+                    &format!("{base}/type"),
+                    "required",
+                    "a ControlNet unit needs `type` or `modelPath`".into(),
+                    None,
+                );
             }
-            let mut number = |name: &str, py: &str, value: Option<f64>, default: f64, reason: &'static str| -> f64 {
+            let mut number = |name: &str,
+                              py: &str,
+                              value: Option<f64>,
+                              default: f64,
+                              reason: &'static str|
+             -> f64 {
                 match value {
                     Some(v) => {
                         self.mapped(&format!("{base}/{name}"), &format!("{to}/{py}"));
@@ -733,9 +897,27 @@ impl Mapper<'_> {
                     }
                 }
             };
-            let scale = number("weight", "conditioning_scale", unit.weight, defaults::CONTROLNET_SCALE, "diffusers' controlnet_conditioning_scale default 1.0");
-            let start = number("guidanceStart", "guidance_start", unit.guidance_start, defaults::CONTROLNET_START, "diffusers' control_guidance_start default 0.0");
-            let end = number("guidanceEnd", "guidance_end", unit.guidance_end, defaults::CONTROLNET_END, "diffusers' control_guidance_end default 1.0");
+            let scale = number(
+                "weight",
+                "conditioning_scale",
+                unit.weight,
+                defaults::CONTROLNET_SCALE,
+                "diffusers' controlnet_conditioning_scale default 1.0",
+            );
+            let start = number(
+                "guidanceStart",
+                "guidance_start",
+                unit.guidance_start,
+                defaults::CONTROLNET_START,
+                "diffusers' control_guidance_start default 0.0",
+            );
+            let end = number(
+                "guidanceEnd",
+                "guidance_end",
+                unit.guidance_end,
+                defaults::CONTROLNET_END,
+                "diffusers' control_guidance_end default 1.0",
+            );
             self.num_range(&format!("{base}/weight"), scale, limits::CONTROLNET_WEIGHT);
             let start_ok = self.num_range(&format!("{base}/guidanceStart"), start, (0.0, 1.0));
             let end_ok = self.num_range(&format!("{base}/guidanceEnd"), end, (0.0, 1.0));
@@ -761,12 +943,21 @@ impl Mapper<'_> {
         if !mapped.is_empty() {
             // v1 workers read only `controlnet`: the first unit, repeated there.
             let path = self.loc("/conditioning/controlNets/0");
-            self.ctx.warn(path, format!("also sent as {out}/controlnet for v1 workers, which read only the first unit"));
+            self.ctx.warn(
+                path,
+                format!(
+                    "also sent as {out}/controlnet for v1 workers, which read only the first unit"
+                ),
+            );
         }
         Some(mapped)
     }
 
-    fn textual_inversions(&mut self, r: &CsRequest, out: &str) -> Option<Vec<python::TextualInversion>> {
+    fn textual_inversions(
+        &mut self,
+        r: &CsRequest,
+        out: &str,
+    ) -> Option<Vec<python::TextualInversion>> {
         let items = r.conditioning.textual_inversions.as_ref()?;
         let mut mapped = Vec::with_capacity(items.len());
         for (i, ti) in items.iter().enumerate() {
@@ -778,15 +969,28 @@ impl Mapper<'_> {
                     p.clone()
                 }
                 Some(p) => {
-                    self.error(&format!("{base}/path"), "blank", "a textual inversion needs a file path".into(), Some(json!(p)));
+                    self.error(
+                        &format!("{base}/path"),
+                        "blank",
+                        "a textual inversion needs a file path".into(),
+                        Some(json!(p)),
+                    );
                     String::new()
                 }
                 None => {
-                    self.error(&format!("{base}/path"), "required", "a textual inversion needs `path`".into(), None);
+                    self.error(
+                        &format!("{base}/path"),
+                        "required",
+                        "a textual inversion needs `path`".into(),
+                        None,
+                    );
                     String::new()
                 }
             };
-            let token = ti.token.clone().inspect(|_| self.mapped(&format!("{base}/token"), &format!("{to}/token")));
+            let token = ti
+                .token
+                .clone()
+                .inspect(|_| self.mapped(&format!("{base}/token"), &format!("{to}/token")));
             mapped.push(python::TextualInversion { token, path });
         }
         Some(mapped)
@@ -794,7 +998,10 @@ impl Mapper<'_> {
 
     fn prompt_attention(&mut self, r: &CsRequest, out: &str) -> Option<String> {
         let weighting = r.hyperparameters.prompt_weighting.as_ref()?;
-        self.mapped("/hyperparameters/promptWeighting", &format!("{out}/prompt_attention"));
+        self.mapped(
+            "/hyperparameters/promptWeighting",
+            &format!("{out}/prompt_attention"),
+        );
         match weighting {
             // C#'s PromptWeighting is a boolean: true selects compel's syntax (what diffusers
             // users mean by prompt weighting), false none.
@@ -808,7 +1015,10 @@ impl Mapper<'_> {
                     self.error(
                         "/hyperparameters/promptWeighting",
                         "enum",
-                        format!("must be a boolean or one of {}", python::PROMPT_ATTENTION.join(", ")),
+                        format!(
+                            "must be a boolean or one of {}",
+                            python::PROMPT_ATTENTION.join(", ")
+                        ),
                         Some(json!(name)),
                     );
                     None
@@ -833,7 +1043,12 @@ impl Mapper<'_> {
         let init = image("/conditioning/initImage", "init_image", &c.init_image);
         let mask = image("/conditioning/inpaintMask", "mask_image", &c.inpaint_mask);
         if mask.is_some() && init.is_none() {
-            self.error("/conditioning/inpaintMask", "requires", "an inpaint mask needs an init image (`initImage`)".into(), None);
+            self.error(
+                "/conditioning/inpaintMask",
+                "requires",
+                "an inpaint mask needs an init image (`initImage`)".into(),
+                None,
+            );
         }
         (init, mask)
     }
@@ -842,8 +1057,14 @@ impl Mapper<'_> {
         let pp = &r.postprocessing;
         let o = &r.output;
         // Both shapes are normalised first ("PNG" and "png" agree), then compared.
-        let pp_format = pp.output_format.as_ref().and_then(|f| self.output_format("/postprocessing/outputFormat", f));
-        let o_format = o.format.as_ref().and_then(|f| self.output_format("/output/format", f));
+        let pp_format = pp
+            .output_format
+            .as_ref()
+            .and_then(|f| self.output_format("/postprocessing/outputFormat", f));
+        let o_format = o
+            .format
+            .as_ref()
+            .and_then(|f| self.output_format("/output/format", f));
         let format = match self.either(
             (pp_format.as_ref(), "/postprocessing/outputFormat"),
             (o_format.as_ref(), "/output/format"),
@@ -852,7 +1073,11 @@ impl Mapper<'_> {
             Some(f) => f.clone(),
             None => {
                 if pp.output_format.is_none() && o.format.is_none() {
-                    self.defaulted(&format!("{out}/output/format"), json!(defaults::OUTPUT_FORMAT), "C# default OutputFormat = PNG");
+                    self.defaulted(
+                        &format!("{out}/output/format"),
+                        json!(defaults::OUTPUT_FORMAT),
+                        "C# default OutputFormat = PNG",
+                    );
                 }
                 defaults::OUTPUT_FORMAT.to_string()
             }
@@ -863,16 +1088,27 @@ impl Mapper<'_> {
             &format!("{out}/output/quality"),
         ) {
             Some(q) => {
-                let canonical = if pp.quality.is_some() { "/postprocessing/quality" } else { "/output/quality" };
+                let canonical = if pp.quality.is_some() {
+                    "/postprocessing/quality"
+                } else {
+                    "/output/quality"
+                };
                 self.int_range(canonical, *q, limits::QUALITY);
                 (*q).clamp(0, u32::MAX as i64) as u32
             }
             None => {
-                self.defaulted(&format!("{out}/output/quality"), json!(defaults::QUALITY), "C# default Quality = 95");
+                self.defaulted(
+                    &format!("{out}/output/quality"),
+                    json!(defaults::QUALITY),
+                    "C# default Quality = 95",
+                );
                 defaults::QUALITY
             }
         };
-        let save_path = o.save_path.clone().inspect(|_| self.mapped("/output/savePath", &format!("{out}/output/save_path")));
+        let save_path = o
+            .save_path
+            .clone()
+            .inspect(|_| self.mapped("/output/savePath", &format!("{out}/output/save_path")));
         let upscale = self.upscale(r, out);
         python::Output {
             format,
@@ -890,7 +1126,12 @@ impl Mapper<'_> {
             "jpeg" | "jpg" => Some("jpeg".into()),
             "webp" => Some("webp".into()),
             _ => {
-                self.error(canonical, "enum", "must be one of png, jpeg (jpg), webp (any casing)".into(), Some(json!(value)));
+                self.error(
+                    canonical,
+                    "enum",
+                    "must be one of png, jpeg (jpg), webp (any casing)".into(),
+                    Some(json!(value)),
+                );
                 None
             }
         }
@@ -906,14 +1147,25 @@ impl Mapper<'_> {
                     Some(kind) if kind.eq_ignore_ascii_case("upscale") => {
                         self.mapped(&format!("{base}/type"), &format!("{to}/enabled"));
                         if upscale.is_some() {
-                            self.error(&format!("{base}/type"), "duplicate", "only one Upscale step is supported".into(), Some(json!(kind)));
+                            self.error(
+                                &format!("{base}/type"),
+                                "duplicate",
+                                "only one Upscale step is supported".into(),
+                                Some(json!(kind)),
+                            );
                         }
                         let factor = step.factor.inspect(|f| {
                             self.mapped(&format!("{base}/factor"), &format!("{to}/factor"));
                             self.num_range(&format!("{base}/factor"), *f, limits::UPSCALE_FACTOR);
                         });
-                        let method = step.model.clone().inspect(|_| self.mapped(&format!("{base}/model"), &format!("{to}/method")));
-                        upscale = Some(python::Upscale { enabled: true, factor, method });
+                        let method = step.model.clone().inspect(|_| {
+                            self.mapped(&format!("{base}/model"), &format!("{to}/method"))
+                        });
+                        upscale = Some(python::Upscale {
+                            enabled: true,
+                            factor,
+                            method,
+                        });
                     }
                     Some(kind) => self.error(
                         &format!("{base}/type"),
@@ -921,7 +1173,12 @@ impl Mapper<'_> {
                         "unknown post-processing step; known: Upscale".into(),
                         Some(json!(kind)),
                     ),
-                    None => self.error(&format!("{base}/type"), "required", "a post-processing step needs `type`".into(), None),
+                    None => self.error(
+                        &format!("{base}/type"),
+                        "required",
+                        "a post-processing step needs `type`".into(),
+                        None,
+                    ),
                 }
             }
             return upscale;
@@ -956,7 +1213,11 @@ impl Mapper<'_> {
                 size.clamp(0, u32::MAX as i64) as u32
             }
             None => {
-                self.defaulted(&format!("{out}/batch/size"), json!(defaults::BATCH_SIZE), "C# default BatchSize = 1");
+                self.defaulted(
+                    &format!("{out}/batch/size"),
+                    json!(defaults::BATCH_SIZE),
+                    "C# default BatchSize = 1",
+                );
                 defaults::BATCH_SIZE
             }
         };
@@ -974,7 +1235,10 @@ impl Mapper<'_> {
         if let Some(dtype) = &p.dtype {
             self.mapped("/performance/dtype", &format!("{to}/dtype"));
             let lower = dtype.to_ascii_lowercase();
-            match python::DTYPES.iter().find(|(_, names)| names.contains(&lower.as_str())) {
+            match python::DTYPES
+                .iter()
+                .find(|(_, names)| names.contains(&lower.as_str()))
+            {
                 Some((torch, _)) => precision.dtype = Some(torch.to_string()),
                 None => self.error(
                     "/performance/dtype",
@@ -994,17 +1258,30 @@ impl Mapper<'_> {
         let mut flag = |canonical: &'static str, name: &str, value: Option<bool>| {
             value.inspect(|_| self.mapped(canonical, &format!("{to}/{name}")))
         };
-        precision.attention_slicing = flag("/performance/attentionSlicing", "attention_slicing", p.attention_slicing);
+        precision.attention_slicing = flag(
+            "/performance/attentionSlicing",
+            "attention_slicing",
+            p.attention_slicing,
+        );
         precision.cpu_offload = flag("/performance/cpuOffload", "cpu_offload", p.cpu_offload);
-        precision.sequential_cpu_offload = flag("/performance/sequentialCpuOffload", "sequential_cpu_offload", p.sequential_cpu_offload);
+        precision.sequential_cpu_offload = flag(
+            "/performance/sequentialCpuOffload",
+            "sequential_cpu_offload",
+            p.sequential_cpu_offload,
+        );
         if let Some(options) = &p.memory_optimizations {
             for (i, option) in options.iter().enumerate() {
                 let canonical = format!("/performance/memoryOptimizations/{i}");
                 let slot = match option.to_ascii_lowercase().as_str() {
-                    "attention_slicing" => Some(("attention_slicing", &mut precision.attention_slicing)),
+                    "attention_slicing" => {
+                        Some(("attention_slicing", &mut precision.attention_slicing))
+                    }
                     "vae_slicing" => Some(("vae_slicing", &mut precision.vae_slicing)),
                     "cpu_offload" => Some(("cpu_offload", &mut precision.cpu_offload)),
-                    "sequential_cpu_offload" => Some(("sequential_cpu_offload", &mut precision.sequential_cpu_offload)),
+                    "sequential_cpu_offload" => Some((
+                        "sequential_cpu_offload",
+                        &mut precision.sequential_cpu_offload,
+                    )),
                     "xformers" => Some(("xformers", &mut precision.xformers)),
                     _ => None,
                 };
@@ -1044,22 +1321,43 @@ impl Mapper<'_> {
             ("/model/textEncoder2", &m.text_encoder2),
         ] {
             if let Some(v) = value {
-                let reason = if v.is_empty() { "empty string: C#'s \"not set\"; the base model's own component is used" } else { COMPONENT };
+                let reason = if v.is_empty() {
+                    "empty string: C#'s \"not set\"; the base model's own component is used"
+                } else {
+                    COMPONENT
+                };
                 self.reported(canonical, json!(v), reason);
             }
         }
         if let Some(v) = r.scheduler.snr_weighting {
-            self.reported("/scheduler/snrWeighting", json!(v), "min-SNR weighting is a training loss option; it has no effect on inference");
+            self.reported(
+                "/scheduler/snrWeighting",
+                json!(v),
+                "min-SNR weighting is a training loss option; it has no effect on inference",
+            );
         }
         let c = &r.conditioning;
         if let Some(v) = c.mask_blur {
             if v < 0 {
-                self.error("/conditioning/maskBlur", "range", "must be 0 or more".into(), Some(json!(v)));
+                self.error(
+                    "/conditioning/maskBlur",
+                    "range",
+                    "must be 0 or more".into(),
+                    Some(json!(v)),
+                );
             }
-            self.reported("/conditioning/maskBlur", json!(v), "v2 has no mask blur field: the mask is used as sent (diffusers' default, no blur)");
+            self.reported(
+                "/conditioning/maskBlur",
+                json!(v),
+                "v2 has no mask blur field: the mask is used as sent (diffusers' default, no blur)",
+            );
         }
         if let Some(images) = &c.reference_images {
-            self.reported("/conditioning/referenceImages", json!(images), "v2 has no reference-image (IP-Adapter) field");
+            self.reported(
+                "/conditioning/referenceImages",
+                json!(images),
+                "v2 has no reference-image (IP-Adapter) field",
+            );
         }
         let p = &r.performance;
         if let Some(v) = &p.device {
@@ -1072,14 +1370,26 @@ impl Mapper<'_> {
             self.reported("/performance/deviceIds", json!(v), DEVICE);
         }
         if let Some(v) = &p.compilation {
-            self.reported("/performance/compilation", json!(v), "torch.compile is a worker start-up choice, not a per-request field in v2");
+            self.reported(
+                "/performance/compilation",
+                json!(v),
+                "torch.compile is a worker start-up choice, not a per-request field in v2",
+            );
         }
         let pp = &r.postprocessing;
         if let Some(v) = pp.safety_checker {
-            self.reported("/postprocessing/safetyChecker", json!(v), "SDXL pipelines have no safety checker; nothing to switch");
+            self.reported(
+                "/postprocessing/safetyChecker",
+                json!(v),
+                "SDXL pipelines have no safety checker; nothing to switch",
+            );
         }
         if let Some(v) = pp.auto_contrast {
-            self.reported("/postprocessing/autoContrast", json!(v), "v2 has no auto-contrast step");
+            self.reported(
+                "/postprocessing/autoContrast",
+                json!(v),
+                "v2 has no auto-contrast step",
+            );
         }
         if let Some(v) = pp.watermark {
             self.reported("/postprocessing/watermark", json!(v), "v2 has no watermark field; the reference renders with add_watermarker=False (PROTOCOL B.9)");

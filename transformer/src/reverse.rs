@@ -92,13 +92,31 @@ fn inference_to_csharp(d: &Value, at: &str, reported: &mut Vec<Reported>) -> CsR
     };
     report("/worker_type", "C# does not choose the worker type");
     report("/clip_skip", "the C# request has no clip skip field");
-    report("/refiner", "the C# request has no refiner denoising_start field");
-    report("/output/return_base64", "the C# request has no base64 output switch");
-    report("/batch/parallel", "the C# request has no parallel-batch switch");
-    report("/batch/seeds", "the C# request has one seed; per-image seeds are seed + i");
+    report(
+        "/refiner",
+        "the C# request has no refiner denoising_start field",
+    );
+    report(
+        "/output/return_base64",
+        "the C# request has no base64 output switch",
+    );
+    report(
+        "/batch/parallel",
+        "the C# request has no parallel-batch switch",
+    );
+    report(
+        "/batch/seeds",
+        "the C# request has one seed; per-image seeds are seed + i",
+    );
     report("/metadata", "the C# request body has no metadata section");
-    if d.pointer("/model_name").is_some() && d.pointer("/models/base").is_some() && d["model_name"] != d["models"]["base"] {
-        report("/model_name", "differs from models.base; C# carries one base model (models.base used)");
+    if d.pointer("/model_name").is_some()
+        && d.pointer("/models/base").is_some()
+        && d["model_name"] != d["models"]["base"]
+    {
+        report(
+            "/model_name",
+            "differs from models.base; C# carries one base model (models.base used)",
+        );
     }
 
     let mut r = CsRequest::default();

@@ -17,10 +17,18 @@ pub const SCHEDULERS: &[SchedulerAliases] = &[
         &["DPMSolverMultistep", "DPM++", "DPM++ 2M", "dpmpp_2m"],
     ),
     s("DDIMScheduler", &["DDIM"]),
-    s("EulerDiscreteScheduler", &["EulerDiscrete", "Euler", "EulerC"]),
+    s(
+        "EulerDiscreteScheduler",
+        &["EulerDiscrete", "Euler", "EulerC"],
+    ),
     s(
         "EulerAncestralDiscreteScheduler",
-        &["EulerAncestral", "EulerAncestralDiscrete", "EulerA", "euler_a"],
+        &[
+            "EulerAncestral",
+            "EulerAncestralDiscrete",
+            "EulerA",
+            "euler_a",
+        ],
     ),
     s("DPMSolverSinglestepScheduler", &["DPMSolverSinglestep"]),
     s("KDPM2DiscreteScheduler", &["KDPM2Discrete", "KDPM2"]),
@@ -74,7 +82,10 @@ mod tests {
     fn the_protocol_table_is_exact() {
         assert_eq!(class_for("dpm++ 2m"), Some("DPMSolverMultistepScheduler"));
         assert_eq!(class_for("EULERC"), Some("EulerDiscreteScheduler"));
-        assert_eq!(class_for("euler_a"), Some("EulerAncestralDiscreteScheduler"));
+        assert_eq!(
+            class_for("euler_a"),
+            Some("EulerAncestralDiscreteScheduler")
+        );
         assert_eq!(class_for("pndmscheduler"), Some("PNDMScheduler"));
         assert_eq!(class_for("DPM++ 2M Karras"), None);
         assert_eq!(class_for("Euler "), None);

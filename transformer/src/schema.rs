@@ -170,11 +170,16 @@ mod tests {
         for schema in Schema::ALL {
             let doc = schema.document();
             assert_eq!(
-                doc["$schema"], "https://json-schema.org/draft/2020-12/schema",
+                doc["$schema"],
+                "https://json-schema.org/draft/2020-12/schema",
                 "{}",
                 schema.file_name()
             );
-            assert!(doc["x-version"].is_string(), "{} lacks x-version", schema.file_name());
+            assert!(
+                doc["x-version"].is_string(),
+                "{} lacks x-version",
+                schema.file_name()
+            );
             assert!(
                 matches!(doc["x-direction"].as_str(), Some("request" | "reply")),
                 "{} lacks x-direction",

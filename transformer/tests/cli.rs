@@ -44,7 +44,8 @@ fn describe(args: &[&str], out: &Output) -> String {
 fn assert_ok(args: &[&str], stdin: &[u8]) -> Value {
     let out = run(args, stdin);
     assert_eq!(out.status.code(), Some(0), "{}", describe(args, &out));
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", describe(args, &out)))
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", describe(args, &out)))
 }
 
 /// Exit 2, empty stdout, and stderr is exactly one JSON object with a non-empty `errors` list.
@@ -53,12 +54,20 @@ fn assert_input_error(args: &[&str], stdin: &[u8]) -> Vec<Value> {
     assert_eq!(out.status.code(), Some(2), "{}", describe(args, &out));
     assert!(out.stdout.is_empty(), "{}", describe(args, &out));
     let stderr = String::from_utf8(out.stderr.clone()).expect("stderr is UTF-8");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{}", describe(args, &out));
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{}",
+        describe(args, &out)
+    );
     let parsed: Value = serde_json::from_str(stderr.trim_end()).expect("stderr is one JSON object");
     let errors = parsed["errors"].as_array().cloned().unwrap_or_default();
     assert!(!errors.is_empty(), "{}", describe(args, &out));
     for e in &errors {
-        assert!(e["path"].is_string() && e["rule"].is_string() && e["message"].is_string(), "{e}");
+        assert!(
+            e["path"].is_string() && e["rule"].is_string() && e["message"].is_string(),
+            "{e}"
+        );
     }
     errors
 }
@@ -77,7 +86,10 @@ fn request_reads_stdin_and_writes_the_report() {
     std::fs::create_dir_all(&dir).unwrap();
     let report = dir.join("report.json");
     let body = br#"{"model":{"base":"m"},"conditioning":{"prompt":"p"},"extra":1}"#;
-    let message = assert_ok(&["request", "-", "--report", report.to_str().unwrap()], body);
+    let message = assert_ok(
+        &["request", "-", "--report", report.to_str().unwrap()],
+        body,
+    );
     assert_eq!(message["data"]["prompt"], "p");
     let report: Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["warnings"][0]["path"], "/extra");
@@ -97,14 +109,18 @@ fn invalid_requests_get_the_errors_json() {
     let file = fixture("requests/invalid/many_errors_at_once.json");
     let errors = assert_input_error(&["request", &file], b"");
     assert!(errors.len() >= 15, "{errors:?}");
-    assert!(errors.iter().any(|e| e["path"] == "/scheduler/steps" && e["rule"] == "range" && e["value"] == 0));
+    assert!(errors
+        .iter()
+        .any(|e| e["path"] == "/scheduler/steps" && e["rule"] == "range" && e["value"] == 0));
 }
 
 #[test]
 fn hostile_inputs_are_errors_not_crashes() {
     let deep_arrays = "[".repeat(20_000) + &"]".repeat(20_000);
     let deep_objects = "{\"model\":".repeat(20_000) + "1" + &"}".repeat(20_000);
-    let garbage: Vec<u8> = (0..4096u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
     let cases: Vec<(&str, Vec<u8>)> = vec![
         ("empty", Vec::new()),
         ("not json", b"model: base".to_vec()),
@@ -123,7 +139,12 @@ fn hostile_inputs_are_errors_not_crashes() {
     for (name, bytes) in cases {
         for sub in ["request", "response", "reverse"] {
             let out = run(&[sub, "-"], &bytes);
-            assert_ne!(out.status.code(), Some(101), "{name}: {}", describe(&[sub], &out));
+            assert_ne!(
+                out.status.code(),
+                Some(101),
+                "{name}: {}",
+                describe(&[sub], &out)
+            );
             assert_input_error(&[sub, "-"], &bytes);
         }
     }
@@ -133,7 +154,10 @@ fn hostile_inputs_are_errors_not_crashes() {
 fn a_missing_file_is_an_io_error_naming_it() {
     let errors = assert_input_error(&["request", "/nonexistent/request.json"], b"");
     assert_eq!(errors[0]["rule"], "io");
-    assert!(errors[0]["message"].as_str().unwrap().contains("/nonexistent/request.json"));
+    assert!(errors[0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("/nonexistent/request.json"));
 }
 
 #[test]
@@ -158,11 +182,24 @@ fn reverse_turns_python_back_into_csharp() {
 fn validate_says_valid_or_lists_errors() {
     let ok = br#"{"message_type":"status_request","request_id":"r","data":{}}"#;
     let out = run(&["validate", "--schema", "python-request", "-"], ok);
-    assert_eq!(out.status.code(), Some(0), "{}", describe(&["validate"], &out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        describe(&["validate"], &out)
+    );
     let bad = br#"{"message_type":"inference_request","request_id":"r","data":{"prompt":"","hyperparameters":{"num_inference_steps":0}}}"#;
     let errors = assert_input_error(&["validate", "--schema", "python-request", "-"], bad);
-    assert!(errors.iter().any(|e| e["path"] == "/data/prompt"), "{errors:?}");
-    assert!(errors.iter().any(|e| e["path"] == "/data/hyperparameters/num_inference_steps"), "{errors:?}");
+    assert!(
+        errors.iter().any(|e| e["path"] == "/data/prompt"),
+        "{errors:?}"
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["path"] == "/data/hyperparameters/num_inference_steps"),
+        "{errors:?}"
+    );
 }
 
 #[test]
@@ -178,10 +215,17 @@ fn commands_prints_the_table() {
     assert_eq!(out.status.code(), Some(0));
     let text = String::from_utf8(out.stdout).unwrap();
     for c in transformer::commands::COMMANDS {
-        assert!(text.contains(c.action) && text.contains(c.message_type), "{}", c.action);
+        assert!(
+            text.contains(c.action) && text.contains(c.message_type),
+            "{}",
+            c.action
+        );
     }
     let json = assert_ok(&["commands", "--json"], b"");
-    assert_eq!(json.as_array().unwrap().len(), transformer::commands::COMMANDS.len());
+    assert_eq!(
+        json.as_array().unwrap().len(),
+        transformer::commands::COMMANDS.len()
+    );
 }
 
 #[test]

@@ -14,7 +14,10 @@ use transformer::reverse::python_to_csharp;
 use transformer::{schedulers, Schema};
 
 fn text(max: usize) -> impl Strategy<Value = String> {
-    proptest::string::string_regex(&format!("[a-zA-Z0-9][a-zA-Z0-9 ,.:()\\[\\]东京é🌃_-]{{0,{max}}}")).unwrap()
+    proptest::string::string_regex(&format!(
+        "[a-zA-Z0-9][a-zA-Z0-9 ,.:()\\[\\]东京é🌃_-]{{0,{max}}}"
+    ))
+    .unwrap()
 }
 
 fn path() -> impl Strategy<Value = String> {
@@ -31,13 +34,28 @@ fn scheduler_name() -> impl Strategy<Value = String> {
 }
 
 fn lora() -> impl Strategy<Value = csharp::Lora> {
-    (path(), -2.0f64..=2.0, any::<bool>(), proptest::option::of("[a-z]{1,8}")).prop_map(|(name, weight, seed_shape, adapter)| {
-        if seed_shape {
-            csharp::Lora { model_path: Some(name), weight: Some(weight), ..Default::default() }
-        } else {
-            csharp::Lora { name: Some(name), scale: Some(weight), adapter_name: adapter, ..Default::default() }
-        }
-    })
+    (
+        path(),
+        -2.0f64..=2.0,
+        any::<bool>(),
+        proptest::option::of("[a-z]{1,8}"),
+    )
+        .prop_map(|(name, weight, seed_shape, adapter)| {
+            if seed_shape {
+                csharp::Lora {
+                    model_path: Some(name),
+                    weight: Some(weight),
+                    ..Default::default()
+                }
+            } else {
+                csharp::Lora {
+                    name: Some(name),
+                    scale: Some(weight),
+                    adapter_name: adapter,
+                    ..Default::default()
+                }
+            }
+        })
 }
 
 fn control_net() -> impl Strategy<Value = csharp::ControlNet> {
@@ -49,20 +67,30 @@ fn control_net() -> impl Strategy<Value = csharp::ControlNet> {
         proptest::option::of(0.0f64..=2.0),
         proptest::option::of((0.0f64..0.5, 0.5f64..=1.0)),
     )
-        .prop_filter("a unit needs a type or a model path", |(kind, model, ..)| kind.is_some() || model.is_some())
-        .prop_map(|(kind, model_path, image, seed_shape, weight, window)| csharp::ControlNet {
-            kind: kind.map(str::to_string),
-            model_path,
-            image: (!seed_shape).then(|| image.clone()),
-            conditioning_image: seed_shape.then_some(image),
-            weight,
-            guidance_start: window.map(|w| w.0),
-            guidance_end: window.map(|w| w.1),
-        })
+        .prop_filter(
+            "a unit needs a type or a model path",
+            |(kind, model, ..)| kind.is_some() || model.is_some(),
+        )
+        .prop_map(
+            |(kind, model_path, image, seed_shape, weight, window)| csharp::ControlNet {
+                kind: kind.map(str::to_string),
+                model_path,
+                image: (!seed_shape).then(|| image.clone()),
+                conditioning_image: seed_shape.then_some(image),
+                weight,
+                guidance_start: window.map(|w| w.0),
+                guidance_end: window.map(|w| w.1),
+            },
+        )
 }
 
 fn textual_inversion() -> impl Strategy<Value = csharp::TextualInversion> {
-    (proptest::option::of("<[a-z]{1,6}>"), path()).prop_map(|(token, path)| csharp::TextualInversion { token, path: Some(path) })
+    (proptest::option::of("<[a-z]{1,6}>"), path()).prop_map(|(token, path)| {
+        csharp::TextualInversion {
+            token,
+            path: Some(path),
+        }
+    })
 }
 
 prop_compose! {
@@ -211,13 +239,19 @@ fn wire(request: &CsRequest, dialect: u8) -> Value {
     match dialect % 4 {
         0 => csharp::to_json(request, Casing::Camel),
         1 => csharp::to_json(request, Casing::Pascal),
-        2 => json!({"action": "generate_sdxl_enhanced", "request": csharp::to_json(request, Casing::Pascal), "session_id": "0123456789abcdef"}),
-        _ => json!({"action": "generate_sdxl_enhanced", "request_data": csharp::to_json(request, Casing::Camel)}),
+        2 => {
+            json!({"action": "generate_sdxl_enhanced", "request": csharp::to_json(request, Casing::Pascal), "session_id": "0123456789abcdef"})
+        }
+        _ => {
+            json!({"action": "generate_sdxl_enhanced", "request_data": csharp::to_json(request, Casing::Camel)})
+        }
     }
 }
 
 fn fixed_id() -> MapOptions {
-    MapOptions { request_id: Some("fixedfixedfixed0".into()) }
+    MapOptions {
+        request_id: Some("fixedfixedfixed0".into()),
+    }
 }
 
 fn without_ids(mut message: Value) -> Value {
@@ -235,7 +269,13 @@ fn recase(value: Value, bits: &mut impl Iterator<Item = bool>) -> Value {
                 .map(|(k, v)| {
                     let key: String = k
                         .chars()
-                        .map(|c| if bits.next().unwrap_or(false) { c.to_ascii_uppercase() } else { c.to_ascii_lowercase() })
+                        .map(|c| {
+                            if bits.next().unwrap_or(false) {
+                                c.to_ascii_uppercase()
+                            } else {
+                                c.to_ascii_lowercase()
+                            }
+                        })
                         .collect();
                     (key, recase(v, bits))
                 })
@@ -251,17 +291,35 @@ fn arb_json() -> impl Strategy<Value = Value> {
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(|n| json!(n)),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(|f| json!(f)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
         ".{0,12}".prop_map(Value::String),
     ];
     leaf.prop_recursive(4, 48, 6, |inner| {
         prop_oneof![
             proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
             proptest::collection::btree_map(
-                prop_oneof!["[a-zA-Z_]{1,16}", proptest::sample::select(vec![
-                    "model", "scheduler", "hyperparameters", "conditioning", "postprocessing", "action",
-                    "request", "parameters", "prompt", "loras", "controlNets", "steps", "seed", "base",
-                ]).prop_map(str::to_string)],
+                prop_oneof![
+                    "[a-zA-Z_]{1,16}",
+                    proptest::sample::select(vec![
+                        "model",
+                        "scheduler",
+                        "hyperparameters",
+                        "conditioning",
+                        "postprocessing",
+                        "action",
+                        "request",
+                        "parameters",
+                        "prompt",
+                        "loras",
+                        "controlNets",
+                        "steps",
+                        "seed",
+                        "base",
+                    ])
+                    .prop_map(str::to_string)
+                ],
                 inner,
                 0..6
             )

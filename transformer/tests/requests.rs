@@ -14,7 +14,11 @@ fn request_fixtures() {
             Ok(mapping) => {
                 let message = mapping.message_json();
                 // Every accepted fixture maps to a schema-valid v2 message.
-                assert!(Schema::PythonRequest.is_valid(&message), "{}", path.display());
+                assert!(
+                    Schema::PythonRequest.is_valid(&message),
+                    "{}",
+                    path.display()
+                );
                 json!({ "python": message, "report": mapping.report })
             }
             Err(errors) => {
@@ -94,7 +98,12 @@ fn defaults_are_applied_and_listed() {
     assert_eq!(data["batch"]["size"], 1);
     assert_eq!(data["output"]["format"], "png");
     assert_eq!(data["output"]["quality"], 95);
-    let defaulted: Vec<&str> = mapping.report.defaults.iter().map(|d| d.to.as_str()).collect();
+    let defaulted: Vec<&str> = mapping
+        .report
+        .defaults
+        .iter()
+        .map(|d| d.to.as_str())
+        .collect();
     for field in [
         "/data/hyperparameters/num_inference_steps",
         "/data/hyperparameters/guidance_scale",
@@ -105,9 +114,15 @@ fn defaults_are_applied_and_listed() {
         "/data/output/format",
         "/data/output/quality",
     ] {
-        assert!(defaulted.contains(&field), "{field} not listed in {defaulted:?}");
+        assert!(
+            defaulted.contains(&field),
+            "{field} not listed in {defaulted:?}"
+        );
     }
-    assert!(data.get("negative_prompt").is_none(), "absent negative prompt stays absent (B.9)");
+    assert!(
+        data.get("negative_prompt").is_none(),
+        "absent negative prompt stays absent (B.9)"
+    );
 }
 
 #[test]
@@ -120,12 +135,25 @@ fn empty_negative_prompt_is_kept_as_empty_string() {
 #[test]
 fn every_scheduler_alias_maps_to_its_class() {
     for entry in transformer::schedulers::SCHEDULERS {
-        for name in entry.aliases.iter().chain(std::iter::once(&entry.class_name)) {
-            for spelled in [name.to_string(), name.to_ascii_lowercase(), name.to_ascii_uppercase()] {
+        for name in entry
+            .aliases
+            .iter()
+            .chain(std::iter::once(&entry.class_name))
+        {
+            for spelled in [
+                name.to_string(),
+                name.to_ascii_lowercase(),
+                name.to_ascii_uppercase(),
+            ] {
                 let request = json!({"model": {"base": "m"}, "scheduler": {"type": spelled}, "conditioning": {"prompt": "p"}});
-                let mapping = transformer::request_map::map_request(&request, &MapOptions::default())
-                    .unwrap_or_else(|e| panic!("{spelled}: {e:?}"));
-                assert_eq!(mapping.message_json()["data"]["scheduler"], entry.class_name, "{spelled}");
+                let mapping =
+                    transformer::request_map::map_request(&request, &MapOptions::default())
+                        .unwrap_or_else(|e| panic!("{spelled}: {e:?}"));
+                assert_eq!(
+                    mapping.message_json()["data"]["scheduler"],
+                    entry.class_name,
+                    "{spelled}"
+                );
             }
         }
     }
@@ -134,7 +162,8 @@ fn every_scheduler_alias_maps_to_its_class() {
 #[test]
 fn unknown_scheduler_lists_every_accepted_name() {
     let request = json!({"model": {"base": "m"}, "scheduler": {"type": "Euler Karras"}, "conditioning": {"prompt": "p"}});
-    let errors = transformer::request_map::map_request(&request, &MapOptions::default()).unwrap_err();
+    let errors =
+        transformer::request_map::map_request(&request, &MapOptions::default()).unwrap_err();
     assert_eq!(errors.errors[0].path, "/scheduler/type");
     assert_eq!(errors.errors[0].rule, "unknown_scheduler");
     for name in transformer::schedulers::accepted_names() {
@@ -168,10 +197,17 @@ fn session_id_becomes_the_request_id() {
 fn coverage_maps_all_seventeen_seed_fields_and_every_schema_field() {
     let coverage = transformer::coverage::compute();
     assert_eq!(coverage.seed_fields_total, 17);
-    assert_eq!(coverage.seed_fields_mapped, 17, "{:#?}", coverage.seed_fields);
+    assert_eq!(
+        coverage.seed_fields_mapped, 17,
+        "{:#?}",
+        coverage.seed_fields
+    );
     for f in &coverage.fields {
         assert!(
-            !f.reason.as_deref().unwrap_or("").starts_with("probe rejected"),
+            !f.reason
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("probe rejected"),
             "{f:?}"
         );
     }
@@ -187,13 +223,17 @@ fn coverage_maps_all_seventeen_seed_fields_and_every_schema_field() {
     schema_leaves(Schema::CsharpRequest.document(), "", &mut leaves);
     for leaf in &leaves {
         assert!(
-            listed.iter().any(|l| l == leaf || l.starts_with(&format!("{leaf}/"))),
+            listed
+                .iter()
+                .any(|l| l == leaf || l.starts_with(&format!("{leaf}/"))),
             "schema field {leaf} is neither mapped nor reported: {listed:#?}"
         );
     }
     for l in &listed {
         assert!(
-            leaves.iter().any(|leaf| l == leaf || l.starts_with(&format!("{leaf}/"))),
+            leaves
+                .iter()
+                .any(|leaf| l == leaf || l.starts_with(&format!("{leaf}/"))),
             "coverage lists {l}, which the C# request schema does not describe"
         );
     }
@@ -218,7 +258,10 @@ fn schema_leaves(schema: &serde_json::Value, at: &str, out: &mut Vec<String>) {
     }
     if let Some(items) = schema.get("items") {
         let has_structure = items.get("properties").is_some()
-            || items.get("anyOf").is_some_and(|b| b.as_array().is_some_and(|b| b.iter().any(|x| x.get("properties").is_some())));
+            || items.get("anyOf").is_some_and(|b| {
+                b.as_array()
+                    .is_some_and(|b| b.iter().any(|x| x.get("properties").is_some()))
+            });
         if has_structure {
             if let Some(branches) = items.get("anyOf").and_then(|b| b.as_array()) {
                 for branch in branches {

@@ -86,7 +86,11 @@ pub fn parse_message(ctx: &mut Ctx, value: &Value) -> Option<CsMessage> {
 
 type ActionParts = (Dialect, Action, Option<String>, Body);
 
-fn parse_action(ctx: &mut Ctx, top: &mut Reader<'_>, locations: &mut Locations) -> Option<ActionParts> {
+fn parse_action(
+    ctx: &mut Ctx,
+    top: &mut Reader<'_>,
+    locations: &mut Locations,
+) -> Option<ActionParts> {
     let (name, name_path) = top.string(ctx, "action")?;
     let Some(command) = commands::by_action_name(&name) else {
         ctx.error(
@@ -203,13 +207,25 @@ fn finish_fields(ctx: &mut Ctx, fields: Fields<'_, '_>) {
     }
 }
 
-fn int(ctx: &mut Ctx, fields: &mut Fields<'_, '_>, name: &str, canonical: &str, locations: &mut Locations) -> Option<i64> {
+fn int(
+    ctx: &mut Ctx,
+    fields: &mut Fields<'_, '_>,
+    name: &str,
+    canonical: &str,
+    locations: &mut Locations,
+) -> Option<i64> {
     let (value, path) = fields.reader().int(ctx, name)?;
     locations.insert(canonical.into(), path);
     Some(value)
 }
 
-fn string(ctx: &mut Ctx, fields: &mut Fields<'_, '_>, name: &str, canonical: &str, locations: &mut Locations) -> Option<String> {
+fn string(
+    ctx: &mut Ctx,
+    fields: &mut Fields<'_, '_>,
+    name: &str,
+    canonical: &str,
+    locations: &mut Locations,
+) -> Option<String> {
     let (value, path) = fields.reader().string(ctx, name)?;
     locations.insert(canonical.into(), path);
     Some(value)
@@ -268,8 +284,10 @@ impl Loc<'_> {
     fn mark(&mut self, name: &str, items: &[At<'_>]) {
         if let Some(first) = items.first() {
             if let Some(array_path) = first.path.strip_suffix("/0") {
-                self.locations
-                    .insert(format!("{}/{name}", self.canonical_prefix), array_path.to_string());
+                self.locations.insert(
+                    format!("{}/{name}", self.canonical_prefix),
+                    array_path.to_string(),
+                );
             }
         }
     }
@@ -331,7 +349,11 @@ pub(crate) fn parse_request(
                 Value::Bool(b) => Some(PromptWeighting::Enabled(*b)),
                 Value::String(s) => Some(PromptWeighting::Syntax(s.clone())),
                 other => {
-                    ctx.error(crate::read::type_error(&at.path, "a boolean or a syntax name", other));
+                    ctx.error(crate::read::type_error(
+                        &at.path,
+                        "a boolean or a syntax name",
+                        other,
+                    ));
                     None
                 }
             };
@@ -381,7 +403,10 @@ pub(crate) fn parse_request(
                 .enumerate()
                 .filter_map(|(i, at)| {
                     let path = at.path.clone();
-                    l.put(&format!("referenceImages/{i}"), as_string(ctx, &at).map(|s| (s, path)))
+                    l.put(
+                        &format!("referenceImages/{i}"),
+                        as_string(ctx, &at).map(|s| (s, path)),
+                    )
                 })
                 .collect()
         });
@@ -394,8 +419,10 @@ pub(crate) fn parse_request(
         p.xformers = l.put("xformers", r.boolean(ctx, "xformers"));
         p.attention_slicing = l.put("attentionSlicing", r.boolean(ctx, "attentionSlicing"));
         p.cpu_offload = l.put("cpuOffload", r.boolean(ctx, "cpuOffload"));
-        p.sequential_cpu_offload =
-            l.put("sequentialCpuOffload", r.boolean(ctx, "sequentialCpuOffload"));
+        p.sequential_cpu_offload = l.put(
+            "sequentialCpuOffload",
+            r.boolean(ctx, "sequentialCpuOffload"),
+        );
         p.device = l.put("device", r.string(ctx, "device"));
         p.device_ids = r.array(ctx, "deviceIds").map(|items| {
             l.mark("deviceIds", &items);
@@ -404,7 +431,10 @@ pub(crate) fn parse_request(
                 .enumerate()
                 .filter_map(|(i, at)| {
                     let path = at.path.clone();
-                    l.put(&format!("deviceIds/{i}"), as_int(ctx, &at).map(|n| (n, path)))
+                    l.put(
+                        &format!("deviceIds/{i}"),
+                        as_int(ctx, &at).map(|n| (n, path)),
+                    )
                 })
                 .collect()
         });
@@ -418,7 +448,10 @@ pub(crate) fn parse_request(
                 .enumerate()
                 .filter_map(|(i, at)| {
                     let path = at.path.clone();
-                    l.put(&format!("memoryOptimizations/{i}"), as_string(ctx, &at).map(|s| (s, path)))
+                    l.put(
+                        &format!("memoryOptimizations/{i}"),
+                        as_string(ctx, &at).map(|s| (s, path)),
+                    )
                 })
                 .collect()
         });

@@ -94,7 +94,10 @@ pub fn to_json(request: &CsRequest, casing: Casing) -> Value {
             .iter()
             .map(|t| match (&t.token, &t.path) {
                 (None, Some(path)) => json!(path),
-                _ => Obj::default().s("token", &t.token).s("path", &t.path).into_value(),
+                _ => Obj::default()
+                    .s("token", &t.token)
+                    .s("path", &t.path)
+                    .into_value(),
             })
             .collect();
         cond.put("textualInversions", Value::Array(items));

@@ -4,7 +4,7 @@
 //! stdout, one JSON object `{"errors":[{"path","rule","message","value"}]}` on stderr and exit 2.
 
 use std::io::{Read, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -138,7 +138,11 @@ fn run(command: Command) -> Result<(), Errors> {
             }
             print(&mapping.message_json(), pretty)
         }
-        Command::Response { file, report, pretty } => {
+        Command::Response {
+            file,
+            report,
+            pretty,
+        } => {
             let bytes = read_input(&file)?;
             let value = parse_json(&bytes)?;
             let mapping = transformer::reply_map::map_reply(&value)?;
@@ -147,7 +151,11 @@ fn run(command: Command) -> Result<(), Errors> {
             }
             print(&to_value(&mapping.response), pretty)
         }
-        Command::Reverse { file, report, pretty } => {
+        Command::Reverse {
+            file,
+            report,
+            pretty,
+        } => {
             let bytes = read_input(&file)?;
             let value = parse_json(&bytes)?;
             let reversed = reverse::python_to_csharp(&value)?;
@@ -173,13 +181,20 @@ fn run(command: Command) -> Result<(), Errors> {
             if json {
                 print(&to_value(&commands::COMMANDS), true)
             } else {
-                println!("{:<24} {:<22} {}", "C# action", "Python message_type", "v1 main.py handler");
+                println!(
+                    "{:<24} {:<22} v1 main.py handler",
+                    "C# action", "Python message_type"
+                );
                 for c in commands::COMMANDS {
                     println!(
                         "{:<24} {:<22} {}",
                         c.action,
                         c.message_type,
-                        if c.v1_handler { "yes" } else { "no (\"No handler for message type\")" }
+                        if c.v1_handler {
+                            "yes"
+                        } else {
+                            "no (\"No handler for message type\")"
+                        }
                     );
                 }
                 Ok(())
@@ -214,7 +229,7 @@ fn read_input(file: &PathBuf) -> Result<Vec<u8>, Errors> {
     Ok(bytes)
 }
 
-fn display_name(file: &PathBuf) -> String {
+fn display_name(file: &Path) -> String {
     if file.as_os_str() == "-" {
         "standard input".to_string()
     } else {
