@@ -123,6 +123,11 @@ impl Schema {
     }
 }
 
+/// Compiles a schema document (2020-12); the error says why it is not a usable schema.
+pub fn compile(document: &Value) -> std::result::Result<jsonschema::Validator, String> {
+    jsonschema::draft202012::new(document).map_err(|e| e.to_string())
+}
+
 /// Maps a JSON Schema keyword to the rule name of the error convention.
 fn schema_rule(keyword: &str) -> &'static str {
     const KEYWORDS: &[&str] = &[
