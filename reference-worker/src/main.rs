@@ -82,8 +82,10 @@ fn inspect(model: &std::path::Path) -> Result<(), Error> {
                 c.hidden_size,
                 c.num_hidden_layers,
                 c.num_attention_heads,
-                c.projection_dim
-                    .map_or_else(|| "none".to_owned(), |dim| dim.to_string())
+                match c.projection_dim {
+                    Some(dim) if c.has_projection() => dim.to_string(),
+                    _ => "none".to_owned(),
+                }
             ),
             ComponentConfig::Scheduler(c) => format!(
                 "{}, {} train timesteps, {} betas, {}",

@@ -79,3 +79,56 @@ pub fn reference_worker(args: &[&str]) -> Run {
         description: format!("$ (cd {}; {binary} {})", root.display(), args.join(" ")),
     }
 }
+
+/// The committed tiny SDXL fixture.
+#[allow(dead_code)]
+pub fn tiny_sdxl() -> PathBuf {
+    project_root().join("fixtures/models/tiny-sdxl")
+}
+
+/// Writes a safetensors file by hand (so tests can also write broken ones): each tensor is
+/// (name, dtype as in the header, shape, raw little-endian bytes), laid out in order.
+#[allow(dead_code)]
+pub fn safetensors_bytes(tensors: &[(&str, &str, &[usize], Vec<u8>)]) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, dtype, shape, bytes) in tensors {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header.insert(
+            (*name).to_owned(),
+            serde_json::json!({"dtype": dtype, "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    let mut header = serde_json::to_vec(&header).expect("a JSON map serializes");
+    while header.len() % 8 != 0 {
+        header.push(b' ');
+    }
+    let mut file = (header.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&header);
+    file.extend_from_slice(&data);
+    file
+}
+
+#[allow(dead_code)]
+pub fn f32_bytes(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .flat_map(|value| value.to_le_bytes())
+        .collect()
+}
+
+/// Copies a folder tree (to corrupt a copy of a fixture).
+#[allow(dead_code)]
+pub fn copy_tree(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("create destination");
+    for entry in std::fs::read_dir(from).expect("list source") {
+        let entry = entry.expect("directory entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy file");
+        }
+    }
+}
