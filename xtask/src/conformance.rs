@@ -1,0 +1,255 @@
+//! `cargo xtask conformance [--json]`: the main job. Runs every committed C# message and Python
+//! reply fixture through the transformer, checks each against what its folder promises, prints
+//! the field-coverage table and one pass/fail line per feature, and fails when any check fails.
+//!
+//! Folder promises: `fixtures/requests/{dialects,seed,commands}/` map to a v2-valid message;
+//! `fixtures/requests/invalid/` and `fixtures/replies/invalid/` are rejected with errors that
+//! each name a path, a rule and a message; `fixtures/replies/*.json` map to a C# response valid
+//! under the C# response schema; `upstream/` samples are reported as they come out.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+use transformer::request_map::{transform_request, MapOptions};
+use transformer::{coverage, reply_map, Errors, Schema};
+
+use crate::project_root;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Maps,
+    Rejected,
+    Either,
+}
+
+struct Outcome {
+    feature: String,
+    file: String,
+    result: String,
+    pass: bool,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut json_output = false;
+    for arg in args {
+        match arg.as_str() {
+            "--json" => json_output = true,
+            other => bail!("unknown argument `{other}` (expected --json)"),
+        }
+    }
+    let root = project_root();
+    let mut outcomes = Vec::new();
+    for file in fixture_files(&root.join("fixtures/requests"))? {
+        outcomes.push(check_request(&root, &file)?);
+    }
+    for file in fixture_files(&root.join("fixtures/replies"))? {
+        outcomes.push(check_reply(&root, &file)?);
+    }
+    let coverage = coverage::compute();
+    let coverage_ok = coverage.seed_fields_mapped == coverage.seed_fields_total;
+
+    let mut features: BTreeMap<String, (usize, usize)> = BTreeMap::new();
+    for o in &outcomes {
+        let entry = features.entry(o.feature.clone()).or_default();
+        if o.pass {
+            entry.0 += 1;
+        } else {
+            entry.1 += 1;
+        }
+    }
+    let failed: Vec<&Outcome> = outcomes.iter().filter(|o| !o.pass).collect();
+    if json_output {
+        let report = json!({
+            "fixtures": outcomes.iter().map(|o| json!({"feature": o.feature, "file": o.file, "result": o.result, "pass": o.pass})).collect::<Vec<_>>(),
+            "features": features.iter().map(|(f, (p, x))| json!({"feature": f, "passed": p, "failed": x})).collect::<Vec<_>>(),
+            "coverage": coverage,
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("== fixtures ({} files)", outcomes.len());
+        for o in &outcomes {
+            println!(
+                "{:<4} {:<60} {}",
+                if o.pass { "ok" } else { "FAIL" },
+                o.file,
+                o.result
+            );
+        }
+        println!("\n== field coverage (computed by mapping probe messages)");
+        print!("{}", coverage.to_text());
+        println!("\n== conformance by feature");
+        println!("{:<28} {:>6} {:>6}  result", "feature", "pass", "fail");
+        for (feature, (pass, fail)) in &features {
+            println!(
+                "{feature:<28} {pass:>6} {fail:>6}  {}",
+                if *fail == 0 { "PASS" } else { "FAIL" }
+            );
+        }
+        println!(
+            "{:<28} {:>6} {:>6}  {}",
+            "seed fields mapped (of 17)",
+            coverage.seed_fields_mapped,
+            coverage.seed_fields_total - coverage.seed_fields_mapped,
+            if coverage_ok { "PASS" } else { "FAIL" }
+        );
+    }
+    if !failed.is_empty() || !coverage_ok {
+        bail!(
+            "{} fixture check(s) failed{}",
+            failed.len(),
+            if coverage_ok {
+                ""
+            } else {
+                "; not every seed field is mapped"
+            }
+        );
+    }
+    Ok(())
+}
+
+/// Every `*.json` below `dir`, sorted.
+fn fixture_files(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).with_context(|| format!("reading {}", d.display()))? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn relative(root: &Path, file: &Path) -> String {
+    file.strip_prefix(root)
+        .unwrap_or(file)
+        .display()
+        .to_string()
+}
+
+/// The folder right below `fixtures/requests` or `fixtures/replies`.
+fn folder(root: &Path, base: &str, file: &Path) -> String {
+    file.strip_prefix(root.join(base))
+        .ok()
+        .and_then(|p| p.components().next())
+        .filter(|_| file.parent() != Some(&root.join(base)))
+        .map(|c| c.as_os_str().to_string_lossy().to_string())
+        .unwrap_or_default()
+}
+
+fn errors_are_well_formed(errors: &Errors) -> bool {
+    !errors.errors.is_empty()
+        && errors.errors.iter().all(|e| {
+            !e.rule.is_empty()
+                && !e.message.is_empty()
+                && (e.path.is_empty() || e.path.starts_with('/'))
+        })
+}
+
+fn summarise_errors(errors: &Errors) -> String {
+    let first = errors
+        .errors
+        .first()
+        .map(|e| {
+            format!(
+                "{} {}",
+                if e.path.is_empty() {
+                    "(document)"
+                } else {
+                    &e.path
+                },
+                e.rule
+            )
+        })
+        .unwrap_or_default();
+    format!("rejected: {} error(s), first {first}", errors.errors.len())
+}
+
+fn check_request(root: &Path, file: &Path) -> Result<Outcome> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let folder = folder(root, "fixtures/requests", file);
+    let expect = match folder.as_str() {
+        "invalid" => Expect::Rejected,
+        "upstream" => Expect::Either,
+        _ => Expect::Maps,
+    };
+    let (result, pass) = match transform_request(&bytes, &MapOptions::default()) {
+        Ok(mapping) => {
+            let valid = Schema::PythonRequest.is_valid(&mapping.message_json());
+            let r = &mapping.report;
+            (
+                format!(
+                    "{} → {} ({} mapped, {} defaults, {} reported, {} warnings){}",
+                    r.dialect,
+                    mapping.message.message_type,
+                    r.mapped.len(),
+                    r.defaults.len(),
+                    r.reported.len(),
+                    r.warnings.len(),
+                    if valid { "" } else { " INVALID v2 OUTPUT" }
+                ),
+                valid && expect != Expect::Rejected,
+            )
+        }
+        Err(errors) => (
+            summarise_errors(&errors),
+            errors_are_well_formed(&errors) && expect != Expect::Maps,
+        ),
+    };
+    Ok(Outcome {
+        feature: format!(
+            "C# requests: {}",
+            if folder.is_empty() { "other" } else { &folder }
+        ),
+        file: relative(root, file),
+        result,
+        pass,
+    })
+}
+
+fn check_reply(root: &Path, file: &Path) -> Result<Outcome> {
+    let bytes = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let folder = folder(root, "fixtures/replies", file);
+    let expect = match folder.as_str() {
+        "invalid" => Expect::Rejected,
+        "upstream" => Expect::Either,
+        _ => Expect::Maps,
+    };
+    let mapped =
+        transformer::error::parse_json(&bytes).and_then(|value| reply_map::map_reply(&value));
+    let (result, pass) = match mapped {
+        Ok(mapping) => {
+            let response: Value = serde_json::to_value(&mapping.response)?;
+            let valid = Schema::CsharpResponse.is_valid(&response);
+            (
+                format!(
+                    "→ C# response, {} image(s), success={}{}",
+                    response["images"].as_array().map_or(0, Vec::len),
+                    response["success"],
+                    if valid { "" } else { " INVALID C# OUTPUT" }
+                ),
+                valid && expect != Expect::Rejected,
+            )
+        }
+        Err(errors) => (
+            summarise_errors(&errors),
+            errors_are_well_formed(&errors) && expect != Expect::Maps,
+        ),
+    };
+    Ok(Outcome {
+        feature: format!(
+            "Python replies: {}",
+            if folder.is_empty() { "shapes" } else { &folder }
+        ),
+        file: relative(root, file),
+        result,
+        pass,
+    })
+}
