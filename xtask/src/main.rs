@@ -7,8 +7,11 @@ use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 
+mod bench;
+mod conformance;
 mod fixtures;
 mod setup;
+mod test;
 
 const USAGE: &str = "\
 cargo xtask <command>
@@ -40,6 +43,9 @@ fn run(args: &[String]) -> Result<()> {
             Ok(())
         }
         "setup" => setup::run(rest),
+        "conformance" => conformance::run(rest),
+        "test" => test::run(rest),
+        "bench" => bench::run(rest),
         "fixtures" => fixtures::run(rest),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     };
