@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod conformance;
 mod fixtures;
+mod parity;
 mod setup;
 mod test;
 
@@ -19,6 +20,7 @@ cargo xtask <command>
 commands:
   setup            the Python venv (requirements.txt, cached by hash) and the release binaries
   fixtures         regenerate fixtures/models/ with fixtures/oracle/ (--check: fail if stale)
+  parity           render fixtures/parity/cases with the reference worker and diffusers, compare (≥ 40 dB)
   conformance      the main job: transform every fixture and print the coverage table
   test             everything CI gates on (tests, clippy, fmt, snapshot and fixture checks)
   bench            criterion benches side by side with the Python reference, as ratios
@@ -47,6 +49,7 @@ fn run(args: &[String]) -> Result<()> {
         "test" => test::run(rest),
         "bench" => bench::run(rest),
         "fixtures" => fixtures::run(rest),
+        "parity" => parity::run(rest),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     };
     result.with_context(|| format!("cargo xtask {command} {}", rest.join(" ")))

@@ -1,0 +1,273 @@
+//! `cargo xtask parity [--json] [--filter TEXT]`: renders every case of `fixtures/parity/cases/`
+//! with the reference worker and with diffusers (`fixtures/oracle/render.py`, one process for all
+//! cases) on the same tiny model, and compares the PNGs pixel by pixel: one line per case with the
+//! maximum absolute 8-bit difference and the PSNR. Fails when any image is below 40 dB (or has
+//! another size, or is missing).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
+
+use crate::{project_root, run_checked, setup};
+
+/// PSNR floor of issue 3; identical images are the goal.
+pub const MIN_PSNR_DB: f64 = 40.0;
+const MODEL: &str = "fixtures/models/tiny-sdxl";
+
+/// The comparison of two 8-bit RGB images.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Comparison {
+    pub max_abs_diff: u8,
+    /// `f64::INFINITY` for identical images.
+    pub psnr_db: f64,
+}
+
+pub fn run(args: &[String]) -> Result<()> {
+    let mut json_output = false;
+    let mut filter: Option<String> = None;
+    let mut it = args.iter();
+    while let Some(arg) = it.next() {
+        match arg.as_str() {
+            "--json" => json_output = true,
+            "--filter" => filter = Some(it.next().context("--filter needs a value")?.clone()),
+            other => bail!("unknown argument `{other}` (expected --json, --filter TEXT)"),
+        }
+    }
+    let venv = setup::ensure()?;
+    run_checked(Command::new("cargo").args(["build", "--release", "-p", "reference-worker"]))?;
+    let root = project_root();
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/parity/cases"))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|p| {
+            filter.as_deref().is_none_or(|f| {
+                p.file_stem()
+                    .is_some_and(|s| s.to_string_lossy().contains(f))
+            })
+        })
+        .collect();
+    cases.sort();
+    if cases.is_empty() {
+        bail!("no parity case matches");
+    }
+    let out = root.join("target/parity");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+
+    let mut oracle = Command::new(venv.join("bin/python"));
+    oracle
+        .arg(root.join("fixtures/oracle/render.py"))
+        .arg("--model")
+        .arg(root.join(MODEL))
+        .arg("--out-dir")
+        .arg(out.join("diffusers"))
+        .args(&cases);
+    run_quiet(&mut oracle, "the diffusers oracle")?;
+
+    let worker = root.join("target/release/reference-worker");
+    let mut rows = Vec::new();
+    let mut failures = 0;
+    for case in &cases {
+        let name = case
+            .file_stem()
+            .unwrap_or_default()
+            .to_string_lossy()
+            .to_string();
+        let request: Value = serde_json::from_slice(&std::fs::read(case)?)
+            .with_context(|| format!("{} is not JSON", case.display()))?;
+        let scheduler = request["data"]["scheduler"]
+            .as_str()
+            .unwrap_or("(model default)")
+            .to_string();
+        let batch = request["data"]["batch"]["size"].as_u64().unwrap_or(1);
+        let ours_dir = out.join("reference-worker").join(&name);
+        let mut render = Command::new(&worker);
+        render
+            .args(["render", "--model"])
+            .arg(root.join(MODEL))
+            .arg("--request")
+            .arg(case)
+            .arg("--out-dir")
+            .arg(&ours_dir);
+        run_quiet(&mut render, &format!("reference-worker render {name}"))?;
+        for i in 0..batch {
+            let ours = ours_dir.join(format!("image_{i}.png"));
+            let theirs = out
+                .join("diffusers")
+                .join(&name)
+                .join(format!("image_{i}.png"));
+            let label = if batch > 1 {
+                format!("{name}[{i}]")
+            } else {
+                name.clone()
+            };
+            let row = match compare_files(&ours, &theirs) {
+                Ok(c) => {
+                    let pass = c.psnr_db >= MIN_PSNR_DB;
+                    if !pass {
+                        failures += 1;
+                    }
+                    json!({"case": label, "scheduler": scheduler, "max_abs_diff": c.max_abs_diff,
+                           "psnr_db": if c.psnr_db.is_finite() { json!(c.psnr_db) } else { json!("inf") },
+                           "bit_identical": c.max_abs_diff == 0, "pass": pass})
+                }
+                Err(e) => {
+                    failures += 1;
+                    json!({"case": label, "scheduler": scheduler, "error": format!("{e:#}"), "pass": false})
+                }
+            };
+            rows.push(row);
+        }
+    }
+    let identical = rows.iter().filter(|r| r["bit_identical"] == true).count();
+    if json_output {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"cases": rows, "bit_identical": identical, "min_psnr_db": MIN_PSNR_DB})
+            )?
+        );
+    } else {
+        println!(
+            "{:<40} {:<34} {:>8} {:>10}  result",
+            "case", "scheduler", "max|Δ|", "PSNR dB"
+        );
+        for r in &rows {
+            match r.get("error") {
+                Some(e) => println!(
+                    "{:<40} {:<34} {e}",
+                    r["case"].as_str().unwrap_or(""),
+                    r["scheduler"].as_str().unwrap_or("")
+                ),
+                None => println!(
+                    "{:<40} {:<34} {:>8} {:>10}  {}",
+                    r["case"].as_str().unwrap_or(""),
+                    r["scheduler"].as_str().unwrap_or(""),
+                    r["max_abs_diff"],
+                    match r["psnr_db"].as_f64() {
+                        Some(p) => format!("{p:.2}"),
+                        None => "inf".into(),
+                    },
+                    if r["pass"] == true {
+                        if r["bit_identical"] == true {
+                            "identical"
+                        } else {
+                            "pass"
+                        }
+                    } else {
+                        "FAIL"
+                    }
+                ),
+            }
+        }
+        println!(
+            "{} image(s), {identical} bit-identical, {failures} below {MIN_PSNR_DB} dB or failed",
+            rows.len()
+        );
+        println!("images: {}", out.display());
+    }
+    if failures > 0 {
+        bail!("{failures} parity image(s) failed");
+    }
+    Ok(())
+}
+
+fn run_quiet(command: &mut Command, what: &str) -> Result<()> {
+    eprintln!("$ {command:?}");
+    let output = command
+        .current_dir(project_root())
+        .output()
+        .with_context(|| format!("could not start {what}"))?;
+    if !output.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// Decodes a PNG into 8-bit RGB(A) samples with its size.
+pub fn read_png(path: &Path) -> Result<(u32, u32, png::ColorType, Vec<u8>)> {
+    let file =
+        std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::EXPAND);
+    let mut reader = decoder
+        .read_info()
+        .with_context(|| format!("{} is not a PNG", path.display()))?;
+    let size = reader
+        .output_buffer_size()
+        .with_context(|| format!("{}: image too large", path.display()))?;
+    let mut buf = vec![0; size];
+    let info = reader
+        .next_frame(&mut buf)
+        .with_context(|| format!("{}: corrupt PNG data", path.display()))?;
+    if info.bit_depth != png::BitDepth::Eight {
+        bail!(
+            "{}: {:?}-bit PNG, expected 8-bit",
+            path.display(),
+            info.bit_depth
+        );
+    }
+    buf.truncate(info.buffer_size());
+    Ok((info.width, info.height, info.color_type, buf))
+}
+
+pub fn compare_files(ours: &Path, theirs: &Path) -> Result<Comparison> {
+    let (w1, h1, c1, a) = read_png(ours)?;
+    let (w2, h2, c2, b) = read_png(theirs)?;
+    if (w1, h1, c1) != (w2, h2, c2) {
+        bail!(
+            "{} is {w1}×{h1} {c1:?}, {} is {w2}×{h2} {c2:?}",
+            ours.display(),
+            theirs.display()
+        );
+    }
+    Ok(compare(&a, &b))
+}
+
+/// Max absolute difference and PSNR (peak 255) of two equally sized sample buffers.
+pub fn compare(a: &[u8], b: &[u8]) -> Comparison {
+    let mut max = 0u8;
+    let mut sum_sq = 0f64;
+    for (x, y) in a.iter().zip(b) {
+        let d = x.abs_diff(*y);
+        max = max.max(d);
+        sum_sq += f64::from(d) * f64::from(d);
+    }
+    let mse = sum_sq / a.len().max(1) as f64;
+    let psnr_db = if mse == 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (255.0f64 * 255.0 / mse).log10()
+    };
+    Comparison {
+        max_abs_diff: max,
+        psnr_db,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identical_buffers_have_infinite_psnr() {
+        let c = compare(&[1, 2, 3], &[1, 2, 3]);
+        assert_eq!(c.max_abs_diff, 0);
+        assert!(c.psnr_db.is_infinite());
+    }
+
+    #[test]
+    fn psnr_of_a_known_difference() {
+        // One sample of four off by 255: MSE = 255²/4, PSNR = 10·log10(4) ≈ 6.02 dB.
+        let c = compare(&[0, 0, 0, 0], &[255, 0, 0, 0]);
+        assert_eq!(c.max_abs_diff, 255);
+        assert!((c.psnr_db - 6.0206).abs() < 1e-3, "{}", c.psnr_db);
+    }
+}
