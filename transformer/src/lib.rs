@@ -9,11 +9,11 @@ pub mod coverage;
 pub mod csharp;
 pub mod error;
 pub mod python;
+pub mod read;
+pub mod reply_map;
 pub mod report;
 pub mod request_map;
 pub mod reverse;
-pub mod read;
-pub mod reply_map;
 pub mod schedulers;
 pub mod schema;
 
