@@ -341,6 +341,11 @@ pub struct UNet2DConditionConfig {
     pub conv_out_kernel: usize,
     pub encoder_hid_dim: Option<usize>,
     pub attention_type: String,
+    pub encoder_hid_dim_type: Option<String>,
+    pub num_class_embeds: Option<usize>,
+    pub class_embeddings_concat: bool,
+    pub time_embedding_act_fn: Option<String>,
+    pub timestep_post_act: Option<String>,
 }
 
 impl UNet2DConditionConfig {
@@ -411,6 +416,11 @@ impl UNet2DConditionConfig {
             conv_out_kernel: c.usize_or("conv_out_kernel", 3)?,
             encoder_hid_dim: c.opt_usize("encoder_hid_dim")?,
             attention_type: c.string_or("attention_type", "default")?,
+            encoder_hid_dim_type: c.opt_string("encoder_hid_dim_type")?,
+            num_class_embeds: c.opt_usize("num_class_embeds")?,
+            class_embeddings_concat: c.bool_or("class_embeddings_concat", false)?,
+            time_embedding_act_fn: c.opt_string("time_embedding_act_fn")?,
+            timestep_post_act: c.opt_string("timestep_post_act")?,
             down_block_types,
             up_block_types,
             block_out_channels,

@@ -88,6 +88,26 @@ pub enum Error {
         dtype: String,
     },
 
+    /// The weights hold tensors the model built from config.json does not use: the two disagree.
+    #[error(
+        "{}: {} tensor(s) that the model described by config.json does not use: {}",
+        path.display(),
+        tensors.len(),
+        list_names(tensors)
+    )]
+    UnusedTensors { path: PathBuf, tensors: Vec<String> },
+
+    // ---- model inputs -------------------------------------------------------------------------
+    /// A tensor handed to a model's forward pass does not fit the model.
+    #[error("{model}: input `{input}` has shape {actual:?} ({kind}): {message}")]
+    BadInput {
+        model: String,
+        input: &'static str,
+        actual: Vec<i64>,
+        kind: String,
+        message: String,
+    },
+
     // ---- libtorch -----------------------------------------------------------------------------
     /// libtorch reported an error (a C++ exception turned into a value).
     #[error("libtorch: {0}")]
@@ -97,5 +117,19 @@ pub enum Error {
 impl From<tch::TchError> for Error {
     fn from(error: tch::TchError) -> Self {
         Error::Torch(error.to_string())
+    }
+}
+
+/// The first few names of a list, for messages about many tensors.
+fn list_names(names: &[String]) -> String {
+    const SHOWN: usize = 8;
+    let shown: Vec<String> = names
+        .iter()
+        .take(SHOWN)
+        .map(|name| format!("`{name}`"))
+        .collect();
+    match names.len().checked_sub(SHOWN) {
+        Some(more) if more > 0 => format!("{} and {more} more", shown.join(", ")),
+        _ => shown.join(", "),
     }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod generator;
 pub mod model_dir;
+pub mod unet;
 pub mod weights;
 
 pub use error::{Error, Result};
