@@ -55,6 +55,19 @@ impl ConfigFile {
         self.map.keys().map(String::as_str)
     }
 
+    /// This config with `overrides` set on top, as diffusers' `from_config(config, **overrides)`
+    /// sees it; errors about the result name this file followed by `label`.
+    pub fn with_overrides(&self, overrides: &Map<String, Value>, label: &str) -> Self {
+        let mut map = self.map.clone();
+        for (key, value) in overrides {
+            map.insert(key.clone(), value.clone());
+        }
+        Self {
+            path: PathBuf::from(format!("{} with {label}", self.path.display())),
+            map,
+        }
+    }
+
     fn missing(&self, key: &str) -> Error {
         Error::MissingKey {
             path: self.path.clone(),

@@ -108,6 +108,32 @@ pub enum Error {
         message: String,
     },
 
+    // ---- schedulers ---------------------------------------------------------------------------
+    /// A scheduler class name the worker does not implement.
+    #[error("unknown scheduler `{name}`; known: {}", known.join(", "))]
+    UnknownScheduler {
+        name: String,
+        known: Vec<&'static str>,
+    },
+
+    /// A scheduler was used out of order (e.g. `step` before `set_timesteps`) or with a timestep
+    /// its schedule does not hold.
+    #[error("{scheduler}: {message}")]
+    SchedulerUsage {
+        scheduler: &'static str,
+        message: String,
+    },
+
+    // ---- images -------------------------------------------------------------------------------
+    /// An image could not be encoded (the file itself was writable).
+    #[error("{}: cannot encode PNG: {message}", path.display())]
+    ImageEncode { path: PathBuf, message: String },
+
+    // ---- tokenizers ---------------------------------------------------------------------------
+    /// A `tokenizer.json` the `tokenizers` crate cannot load, or a prompt it cannot encode.
+    #[error("{}: tokenizer: {message}", path.display())]
+    Tokenizer { path: PathBuf, message: String },
+
     // ---- libtorch -----------------------------------------------------------------------------
     /// libtorch reported an error (a C++ exception turned into a value).
     #[error("libtorch: {0}")]

@@ -4,8 +4,12 @@
 pub mod config;
 pub mod error;
 pub mod generator;
+pub mod image;
 pub mod model_dir;
+pub mod noise;
+pub mod schedulers;
 pub mod unet;
+pub mod vae;
 pub mod weights;
 
 pub use error::{Error, Result};
