@@ -8,10 +8,10 @@ mod util;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use reference_worker::unet::UNet2DConditionModel;
+use reference_worker::unet::{get_timestep_embedding, UNet2DConditionModel};
 use reference_worker::Error;
 use tch::{Kind, Tensor};
-use util::{copy_tree, project_root, tiny_sdxl};
+use util::{copy_tree, project_root, python, tiny_sdxl};
 
 fn tiny_unet() -> PathBuf {
     tiny_sdxl().join("unet")
@@ -313,5 +313,56 @@ fn inputs_that_do_not_fit_are_errors_naming_the_input() {
             "{input}: {message}"
         );
         assert!(message.contains("UNet2DConditionModel"), "{message}");
+    }
+}
+
+/// The sinusoidal embedding on its own, over the arguments the UNet does not exercise (odd sizes,
+/// which get a zero column, no flip, a frequency shift, a scale), compared bit for bit.
+#[test]
+fn timestep_embedding_matches_diffusers_bit_for_bit() {
+    let cases = serde_json::json!([
+        {"t": [0.0, 1.5, 999.0], "dim": 7, "flip": false, "shift": 1.0, "scale": 1.0, "max_period": 10000},
+        {"t": [999.0, 500.0, 1.0, 757.25], "dim": 32, "flip": true, "shift": 0.0, "scale": 1.0, "max_period": 10000},
+        {"t": [3.0, 1024.0], "dim": 9, "flip": true, "shift": 0.5, "scale": 2.0, "max_period": 100},
+    ]);
+    let code = r#"
+import json, sys, torch
+from diffusers.models.embeddings import get_timestep_embedding
+out = []
+for c in json.loads(sys.argv[1]):
+    t = torch.tensor(c["t"], dtype=torch.float32)
+    e = get_timestep_embedding(t, c["dim"], c["flip"], c["shift"], c["scale"], c["max_period"])
+    out.append({"shape": list(e.shape), "bits": e.contiguous().view(torch.int32).flatten().tolist()})
+print(json.dumps(out))
+"#;
+    let expected: Vec<serde_json::Value> =
+        serde_json::from_str(&python(code, &[&cases.to_string()])).expect("the script prints JSON");
+    let cases = cases.as_array().unwrap();
+    assert_eq!(expected.len(), cases.len());
+    for (case, expected) in cases.iter().zip(&expected) {
+        let timesteps: Vec<f32> = case["t"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_f64().unwrap() as f32)
+            .collect();
+        let emb = get_timestep_embedding(
+            &Tensor::from_slice(&timesteps),
+            case["dim"].as_i64().unwrap(),
+            case["flip"].as_bool().unwrap(),
+            case["shift"].as_f64().unwrap(),
+            case["scale"].as_f64().unwrap(),
+            case["max_period"].as_f64().unwrap(),
+        )
+        .unwrap();
+        let shape: Vec<i64> = serde_json::from_value(expected["shape"].clone()).unwrap();
+        assert_eq!(emb.size(), shape, "{case}");
+        let bits: Vec<i32> = serde_json::from_value(expected["bits"].clone()).unwrap();
+        let actual: Vec<i32> = Vec::<f32>::try_from(&emb.flatten(0, -1))
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits() as i32)
+            .collect();
+        assert_eq!(actual, bits, "{case}");
     }
 }
