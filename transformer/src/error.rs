@@ -109,18 +109,22 @@ pub fn pointer_push(base: &str, token: &str) -> String {
 /// Parses bytes as JSON, turning every failure (not UTF-8, syntax, nesting deeper than
 /// serde_json's limit of 128, numbers out of range) into the error convention.
 pub fn parse_json(bytes: &[u8]) -> Result<Value> {
-    if let Err(e) = std::str::from_utf8(bytes) {
-        return Err(FieldError::new(
-            "",
-            "json_syntax",
-            format!(
-                "input is not UTF-8 text (invalid byte at offset {})",
-                e.valid_up_to()
-            ),
-        )
-        .into());
-    }
-    serde_json::from_slice(bytes).map_err(|e| {
+    let text = match std::str::from_utf8(bytes) {
+        Ok(text) => text,
+        Err(e) => {
+            return Err(FieldError::new(
+                "",
+                "json_syntax",
+                format!(
+                    "input is not UTF-8 text (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            )
+            .into())
+        }
+    };
+    // Already checked as UTF-8: `from_str` does not check the strings' bytes a second time.
+    serde_json::from_str(text).map_err(|e| {
         let rule = match e.classify() {
             serde_json::error::Category::Eof => "json_truncated",
             _ => "json_syntax",

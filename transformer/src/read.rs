@@ -47,24 +47,41 @@ pub struct At<'a> {
 
 /// One JSON object being read; tracks which properties were consumed.
 pub struct Reader<'a> {
-    map: &'a Map<String, Value>,
     path: String,
-    keys: Vec<(String, &'a str)>,
+    /// The object's properties in document order; their pointers are built only when needed.
+    entries: Vec<(&'a str, &'a Value)>,
     used: Vec<bool>,
 }
 
 /// Property names compare like System.Text.Json's case-insensitive mode (ordinal, ignoring case).
 fn same_name(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.chars()
-            .zip(b.chars())
-            .all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
+    if a.len() != b.len() {
+        return false;
+    }
+    if a.is_ascii() && b.is_ascii() {
+        // The same comparison for ASCII text, without per-char case tables.
+        return a.eq_ignore_ascii_case(b);
+    }
+    a.chars()
+        .zip(b.chars())
+        .all(|(x, y)| x.to_lowercase().eq(y.to_lowercase()))
 }
 
 /// A looser match used only as a fallback, with a warning: snake_case spellings of a camelCase
 /// name (`guidance_scale` for `guidanceScale`). System.Text.Json would not bind these, so the
 /// report says so; the analyses-era samples use them.
 fn same_name_ignoring_underscores(a: &str, b: &str) -> bool {
+    if a.is_ascii() && b.is_ascii() {
+        let mut x = a.bytes().filter(|c| *c != b'_');
+        let mut y = b.bytes().filter(|c| *c != b'_');
+        loop {
+            match (x.next(), y.next()) {
+                (None, None) => return true,
+                (Some(p), Some(q)) if p.eq_ignore_ascii_case(&q) => {}
+                _ => return false,
+            }
+        }
+    }
     let mut x = a.chars().filter(|c| *c != '_').flat_map(char::to_lowercase);
     let mut y = b.chars().filter(|c| *c != '_').flat_map(char::to_lowercase);
     loop {
@@ -78,17 +95,16 @@ fn same_name_ignoring_underscores(a: &str, b: &str) -> bool {
 
 impl<'a> Reader<'a> {
     pub fn new(map: &'a Map<String, Value>, path: impl Into<String>) -> Self {
-        let path = path.into();
-        let keys = map
-            .keys()
-            .map(|k| (pointer_push(&path, k), k.as_str()))
-            .collect();
         Reader {
-            map,
+            path: path.into(),
+            entries: map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
             used: vec![false; map.len()],
-            keys,
-            path,
         }
+    }
+
+    /// The JSON Pointer of the `i`th property.
+    fn pointer(&self, i: usize) -> String {
+        pointer_push(&self.path, self.entries[i].0)
     }
 
     /// Reads `value` as an object at `path`, recording a type error otherwise.
@@ -110,15 +126,15 @@ impl<'a> Reader<'a> {
     /// Two properties that both match are an error naming both paths.
     pub fn get(&mut self, ctx: &mut Ctx, name: &str) -> Option<At<'a>> {
         let mut found: Option<usize> = None;
-        for (i, (_, key)) in self.keys.iter().enumerate() {
+        for (i, (key, _)) in self.entries.iter().enumerate() {
             if same_name(key, name) {
                 if let Some(first) = found {
+                    let (first, this) = (self.pointer(first), self.pointer(i));
                     ctx.error(FieldError::new(
-                        self.keys[i].0.clone(),
+                        this.clone(),
                         "conflict",
                         format!(
-                            "two properties match `{name}` (names are case-insensitive): {} and {}",
-                            self.keys[first].0, self.keys[i].0
+                            "two properties match `{name}` (names are case-insensitive): {first} and {this}"
                         ),
                     ));
                     self.used[i] = true;
@@ -128,10 +144,10 @@ impl<'a> Reader<'a> {
             }
         }
         if found.is_none() {
-            for (i, (_, key)) in self.keys.iter().enumerate() {
+            for (i, (key, _)) in self.entries.iter().enumerate() {
                 if !self.used[i] && same_name_ignoring_underscores(key, name) {
                     ctx.warn(
-                        self.keys[i].0.clone(),
+                        self.pointer(i),
                         format!(
                             "read as `{name}`: System.Text.Json would not bind `{key}` (underscores are not ignored there)"
                         ),
@@ -143,22 +159,21 @@ impl<'a> Reader<'a> {
         }
         let i = found?;
         self.used[i] = true;
-        let (path, key) = &self.keys[i];
-        let value = &self.map[*key];
+        let value = self.entries[i].1;
         if value.is_null() {
             return None;
         }
         Some(At {
             value,
-            path: path.clone(),
+            path: self.pointer(i),
         })
     }
 
     /// True when a property matching `name` exists (even if `null`); does not consume it.
     pub fn has(&self, name: &str) -> bool {
-        self.keys
+        self.entries
             .iter()
-            .any(|(_, k)| same_name(k, name) || same_name_ignoring_underscores(k, name))
+            .any(|(k, _)| same_name(k, name) || same_name_ignoring_underscores(k, name))
     }
 
     pub fn string(&mut self, ctx: &mut Ctx, name: &str) -> Option<(String, String)> {
@@ -193,10 +208,10 @@ impl<'a> Reader<'a> {
 
     /// Records every property nobody read as a warning ("ignored").
     pub fn finish(self, ctx: &mut Ctx) {
-        for (i, (path, key)) in self.keys.iter().enumerate() {
+        for (i, (key, _)) in self.entries.iter().enumerate() {
             if !self.used[i] {
                 ctx.warn(
-                    path.clone(),
+                    self.pointer(i),
                     format!("unknown property `{key}`: not part of the protocol, ignored"),
                 );
             }

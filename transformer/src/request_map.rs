@@ -103,12 +103,16 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
         });
     }
     report.warnings = ctx.warnings;
-    let envelope = Envelope {
-        message_type: command.message_type.to_string(),
-        request_id,
-        data,
-    };
-    let json = serde_json::to_value(&envelope).unwrap_or(Value::Null);
+    // The envelope's JSON, built as its derived `Serialize` writes it (same keys, same order),
+    // moving `data` in instead of serialising the envelope (and `data`) a second time.
+    let mut json = serde_json::Map::with_capacity(3);
+    json.insert(
+        "message_type".into(),
+        Value::String(command.message_type.to_string()),
+    );
+    json.insert("request_id".into(), Value::String(request_id.clone()));
+    json.insert("data".into(), data);
+    let json = Value::Object(json);
     // The output must satisfy the v2 schema; a failure here is a bug of this crate, reported
     // as such instead of sending an invalid message on.
     if let Err(errors) = Schema::PythonRequest.validate(&json) {
@@ -128,8 +132,17 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
                 .collect(),
         });
     }
+    // Valid: the envelope takes `data` back out of the validated JSON (no deep copy).
+    let data = match json {
+        Value::Object(mut json) => json.swap_remove("data").unwrap_or(Value::Null),
+        _ => Value::Null,
+    };
     Ok(Mapping {
-        message: envelope,
+        message: Envelope {
+            message_type: command.message_type.to_string(),
+            request_id,
+            data,
+        },
         report,
     })
 }
@@ -178,18 +191,18 @@ impl Mapper<'_> {
         format!("{prefix}{canonical}")
     }
 
-    fn mapped(&mut self, canonical: &str, to: &str) {
+    fn mapped(&mut self, canonical: &str, to: impl Into<String>) {
         if let Some(from) = self.locations.get(canonical) {
             self.report.mapped.push(Mapped {
                 from: from.clone(),
-                to: to.to_string(),
+                to: to.into(),
             });
         }
     }
 
-    fn defaulted(&mut self, to: &str, value: Value, reason: &'static str) {
+    fn defaulted(&mut self, to: impl Into<String>, value: Value, reason: &'static str) {
         self.report.defaults.push(DefaultApplied {
-            to: to.to_string(),
+            to: to.into(),
             value,
             reason,
         });
@@ -516,8 +529,8 @@ impl Mapper<'_> {
         let m = &r.model;
         let base = match &m.base {
             Some(base) if !base.trim().is_empty() => {
-                self.mapped("/model/base", &format!("{out}/model_name"));
-                self.mapped("/model/base", &format!("{out}/models/base"));
+                self.mapped("/model/base", format!("{out}/model_name"));
+                self.mapped("/model/base", format!("{out}/models/base"));
                 base.clone()
             }
             Some(base) => {
@@ -547,7 +560,7 @@ impl Mapper<'_> {
             |canonical: &'static str, name: &str, value: &Option<String>| -> Option<String> {
                 match value {
                     Some(v) if !v.is_empty() => {
-                        self.mapped(canonical, &format!("{out}/models/{name}"));
+                        self.mapped(canonical, format!("{out}/models/{name}"));
                         Some(v.clone())
                     }
                     Some(v) => {
@@ -575,14 +588,14 @@ impl Mapper<'_> {
             Some(steps) => {
                 self.mapped(
                     "/scheduler/steps",
-                    &format!("{out}/hyperparameters/num_inference_steps"),
+                    format!("{out}/hyperparameters/num_inference_steps"),
                 );
                 self.int_range("/scheduler/steps", steps, limits::STEPS);
                 steps.clamp(0, u32::MAX as i64) as u32
             }
             None => {
                 self.defaulted(
-                    &format!("{out}/hyperparameters/num_inference_steps"),
+                    format!("{out}/hyperparameters/num_inference_steps"),
                     json!(defaults::STEPS),
                     "C# default Steps = 25",
                 );
@@ -609,7 +622,7 @@ impl Mapper<'_> {
             }
             None => {
                 self.defaulted(
-                    &format!("{out}/hyperparameters/guidance_scale"),
+                    format!("{out}/hyperparameters/guidance_scale"),
                     json!(defaults::GUIDANCE_SCALE),
                     "C# default GuidanceScale = 7.5",
                 );
@@ -620,7 +633,7 @@ impl Mapper<'_> {
             Some(seed) => {
                 self.mapped(
                     "/hyperparameters/seed",
-                    &format!("{out}/hyperparameters/seed"),
+                    format!("{out}/hyperparameters/seed"),
                 );
                 if seed != -1 && !(0..=limits::SEED_MAX).contains(&seed) {
                     self.error(
@@ -634,7 +647,7 @@ impl Mapper<'_> {
             }
             None => {
                 self.defaulted(
-                    &format!("{out}/hyperparameters/seed"),
+                    format!("{out}/hyperparameters/seed"),
                     json!(defaults::SEED),
                     "C# Seed is int? and null/absent means random: -1, the worker picks and reports one",
                 );
@@ -644,7 +657,7 @@ impl Mapper<'_> {
         let strength = r.conditioning.img2img_strength.inspect(|s| {
             self.mapped(
                 "/conditioning/img2ImgStrength",
-                &format!("{out}/hyperparameters/strength"),
+                format!("{out}/hyperparameters/strength"),
             );
             self.num_range("/conditioning/img2ImgStrength", *s, limits::STRENGTH);
         });
@@ -661,7 +674,7 @@ impl Mapper<'_> {
             |canonical: &'static str, name: &str, value: Option<i64>, default: u32| -> u32 {
                 match value {
                     Some(v) => {
-                        self.mapped(canonical, &format!("{out}/dimensions/{name}"));
+                        self.mapped(canonical, format!("{out}/dimensions/{name}"));
                         if self.int_range(canonical, v, limits::SIZE)
                             && v % limits::SIZE_MULTIPLE != 0
                         {
@@ -676,7 +689,7 @@ impl Mapper<'_> {
                     }
                     None => {
                         self.defaulted(
-                            &format!("{out}/dimensions/{name}"),
+                            format!("{out}/dimensions/{name}"),
                             json!(default),
                             "C# default 1024×1024",
                         );
@@ -706,7 +719,7 @@ impl Mapper<'_> {
     ) -> (Option<String>, Option<python::SchedulerOptions>) {
         let s = &r.scheduler;
         let class = s.kind.as_ref().and_then(|name| {
-            self.mapped("/scheduler/type", &format!("{out}/scheduler"));
+            self.mapped("/scheduler/type", format!("{out}/scheduler"));
             let class = schedulers::class_for(name);
             if class.is_none() {
                 self.error(
@@ -725,14 +738,14 @@ impl Mapper<'_> {
         if let Some(karras) = s.use_karras_sigmas {
             self.mapped(
                 "/scheduler/useKarrasSigmas",
-                &format!("{out}/scheduler_options/use_karras_sigmas"),
+                format!("{out}/scheduler_options/use_karras_sigmas"),
             );
             options.use_karras_sigmas = Some(karras);
         }
         if let Some(spacing) = &s.timestep_spacing {
             self.mapped(
                 "/scheduler/timestepSpacing",
-                &format!("{out}/scheduler_options/timestep_spacing"),
+                format!("{out}/scheduler_options/timestep_spacing"),
             );
             let lower = spacing.to_ascii_lowercase();
             if python::TIMESTEP_SPACINGS.contains(&lower.as_str()) {
@@ -807,7 +820,7 @@ impl Mapper<'_> {
                 }
                 None => {
                     self.defaulted(
-                        &format!("{to}/weight"),
+                        format!("{to}/weight"),
                         json!(defaults::LORA_WEIGHT),
                         "no scale given: diffusers' adapter weight default 1.0",
                     );
@@ -817,7 +830,7 @@ impl Mapper<'_> {
             let adapter_name = lora.adapter_name.clone().inspect(|_| {
                 self.mapped(
                     &format!("{base}/adapterName"),
-                    &format!("{to}/adapter_name"),
+                    format!("{to}/adapter_name"),
                 );
             });
             models.push(python::LoraModel {
@@ -868,9 +881,9 @@ impl Mapper<'_> {
             let kind = unit
                 .kind
                 .clone()
-                .inspect(|_| self.mapped(&format!("{base}/type"), &format!("{to}/type")));
+                .inspect(|_| self.mapped(&format!("{base}/type"), format!("{to}/type")));
             let model_path = unit.model_path.clone().inspect(|_| {
-                self.mapped(&format!("{base}/modelPath"), &format!("{to}/model_path"))
+                self.mapped(&format!("{base}/modelPath"), format!("{to}/model_path"))
             });
             if kind.is_none() && model_path.is_none() {
                 self.error(
@@ -888,11 +901,11 @@ impl Mapper<'_> {
              -> f64 {
                 match value {
                     Some(v) => {
-                        self.mapped(&format!("{base}/{name}"), &format!("{to}/{py}"));
+                        self.mapped(&format!("{base}/{name}"), format!("{to}/{py}"));
                         v
                     }
                     None => {
-                        self.defaulted(&format!("{to}/{py}"), json!(default), reason);
+                        self.defaulted(format!("{to}/{py}"), json!(default), reason);
                         default
                     }
                 }
@@ -965,7 +978,7 @@ impl Mapper<'_> {
             let to = format!("{out}/textual_inversions/{i}");
             let path = match &ti.path {
                 Some(p) if !p.trim().is_empty() => {
-                    self.mapped(&format!("{base}/path"), &format!("{to}/path"));
+                    self.mapped(&format!("{base}/path"), format!("{to}/path"));
                     p.clone()
                 }
                 Some(p) => {
@@ -990,7 +1003,7 @@ impl Mapper<'_> {
             let token = ti
                 .token
                 .clone()
-                .inspect(|_| self.mapped(&format!("{base}/token"), &format!("{to}/token")));
+                .inspect(|_| self.mapped(&format!("{base}/token"), format!("{to}/token")));
             mapped.push(python::TextualInversion { token, path });
         }
         Some(mapped)
@@ -1000,7 +1013,7 @@ impl Mapper<'_> {
         let weighting = r.hyperparameters.prompt_weighting.as_ref()?;
         self.mapped(
             "/hyperparameters/promptWeighting",
-            &format!("{out}/prompt_attention"),
+            format!("{out}/prompt_attention"),
         );
         match weighting {
             // C#'s PromptWeighting is a boolean: true selects compel's syntax (what diffusers
@@ -1031,7 +1044,7 @@ impl Mapper<'_> {
         let c = &r.conditioning;
         let mut image = |canonical: &'static str, name: &str, value: &Option<String>| match value {
             Some(v) if !v.is_empty() => {
-                self.mapped(canonical, &format!("{out}/{name}"));
+                self.mapped(canonical, format!("{out}/{name}"));
                 Some(v.clone())
             }
             Some(v) => {
@@ -1074,7 +1087,7 @@ impl Mapper<'_> {
             None => {
                 if pp.output_format.is_none() && o.format.is_none() {
                     self.defaulted(
-                        &format!("{out}/output/format"),
+                        format!("{out}/output/format"),
                         json!(defaults::OUTPUT_FORMAT),
                         "C# default OutputFormat = PNG",
                     );
@@ -1098,7 +1111,7 @@ impl Mapper<'_> {
             }
             None => {
                 self.defaulted(
-                    &format!("{out}/output/quality"),
+                    format!("{out}/output/quality"),
                     json!(defaults::QUALITY),
                     "C# default Quality = 95",
                 );
@@ -1108,7 +1121,7 @@ impl Mapper<'_> {
         let save_path = o
             .save_path
             .clone()
-            .inspect(|_| self.mapped("/output/savePath", &format!("{out}/output/save_path")));
+            .inspect(|_| self.mapped("/output/savePath", format!("{out}/output/save_path")));
         let upscale = self.upscale(r, out);
         python::Output {
             format,
@@ -1145,7 +1158,7 @@ impl Mapper<'_> {
                 let base = format!("/postprocessing/{i}");
                 match step.kind.as_deref() {
                     Some(kind) if kind.eq_ignore_ascii_case("upscale") => {
-                        self.mapped(&format!("{base}/type"), &format!("{to}/enabled"));
+                        self.mapped(&format!("{base}/type"), format!("{to}/enabled"));
                         if upscale.is_some() {
                             self.error(
                                 &format!("{base}/type"),
@@ -1155,11 +1168,11 @@ impl Mapper<'_> {
                             );
                         }
                         let factor = step.factor.inspect(|f| {
-                            self.mapped(&format!("{base}/factor"), &format!("{to}/factor"));
+                            self.mapped(&format!("{base}/factor"), format!("{to}/factor"));
                             self.num_range(&format!("{base}/factor"), *f, limits::UPSCALE_FACTOR);
                         });
                         let method = step.model.clone().inspect(|_| {
-                            self.mapped(&format!("{base}/model"), &format!("{to}/method"))
+                            self.mapped(&format!("{base}/model"), format!("{to}/method"))
                         });
                         upscale = Some(python::Upscale {
                             enabled: true,
@@ -1189,13 +1202,13 @@ impl Mapper<'_> {
         }
         let enabled = match &pp.upscaler {
             Some(name) => {
-                self.mapped("/postprocessing/upscaler", &format!("{to}/method"));
+                self.mapped("/postprocessing/upscaler", format!("{to}/method"));
                 !(name.is_empty() || name.eq_ignore_ascii_case("none"))
             }
             None => false,
         };
         let factor = pp.upscale_factor.inspect(|f| {
-            self.mapped("/postprocessing/upscaleFactor", &format!("{to}/factor"));
+            self.mapped("/postprocessing/upscaleFactor", format!("{to}/factor"));
             self.num_range("/postprocessing/upscaleFactor", *f, limits::UPSCALE_FACTOR);
         });
         Some(python::Upscale {
@@ -1208,13 +1221,13 @@ impl Mapper<'_> {
     fn batch(&mut self, r: &CsRequest, out: &str) -> python::Batch {
         let size = match r.hyperparameters.batch_size {
             Some(size) => {
-                self.mapped("/hyperparameters/batchSize", &format!("{out}/batch/size"));
+                self.mapped("/hyperparameters/batchSize", format!("{out}/batch/size"));
                 self.int_range("/hyperparameters/batchSize", size, limits::BATCH);
                 size.clamp(0, u32::MAX as i64) as u32
             }
             None => {
                 self.defaulted(
-                    &format!("{out}/batch/size"),
+                    format!("{out}/batch/size"),
                     json!(defaults::BATCH_SIZE),
                     "C# default BatchSize = 1",
                 );
@@ -1233,7 +1246,7 @@ impl Mapper<'_> {
         let to = format!("{out}/precision");
         let mut precision = python::Precision::default();
         if let Some(dtype) = &p.dtype {
-            self.mapped("/performance/dtype", &format!("{to}/dtype"));
+            self.mapped("/performance/dtype", format!("{to}/dtype"));
             let lower = dtype.to_ascii_lowercase();
             match python::DTYPES
                 .iter()
@@ -1256,7 +1269,7 @@ impl Mapper<'_> {
             )
             .copied();
         let mut flag = |canonical: &'static str, name: &str, value: Option<bool>| {
-            value.inspect(|_| self.mapped(canonical, &format!("{to}/{name}")))
+            value.inspect(|_| self.mapped(canonical, format!("{to}/{name}")))
         };
         precision.attention_slicing = flag(
             "/performance/attentionSlicing",
@@ -1296,7 +1309,7 @@ impl Mapper<'_> {
                             ));
                         }
                         *slot = Some(true);
-                        self.mapped(&canonical, &format!("{to}/{name}"));
+                        self.mapped(&canonical, format!("{to}/{name}"));
                     }
                     None => self.error(
                         &canonical,
@@ -1410,13 +1423,28 @@ fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
         .collect()
 }
 
-/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON).
+/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON). The compact JSON
+/// is streamed into the hash, not built as a string first.
 fn content_id(input: &Value) -> String {
-    let text = serde_json::to_string(input).unwrap_or_default();
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in text.bytes() {
-        hash ^= u64::from(byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    struct Fnv(u64);
+    impl std::io::Write for Fnv {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let mut hash = self.0;
+            for byte in bytes {
+                hash ^= u64::from(*byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+            self.0 = hash;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
     }
-    format!("{hash:016x}")
+    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
+    if serde_json::to_writer(&mut hash, input).is_err() {
+        // Serialising a `Value` cannot fail; hash of the empty text, as before.
+        hash = Fnv(0xcbf2_9ce4_8422_2325);
+    }
+    format!("{:016x}", hash.0)
 }
