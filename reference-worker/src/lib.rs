@@ -8,6 +8,7 @@ pub mod image;
 pub mod model_dir;
 pub mod noise;
 pub mod schedulers;
+pub mod text;
 pub mod unet;
 pub mod vae;
 pub mod weights;
