@@ -88,6 +88,9 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
             dialect: message.dialect.name(),
             action: command.action,
             message_type: command.message_type,
+            // Sized for a full generate request, so the report does not regrow while filling.
+            mapped: Vec::with_capacity(message.locations.len()),
+            defaults: Vec::with_capacity(16),
             ..MappingReport::default()
         },
         dialect: message.dialect,
@@ -828,10 +831,7 @@ impl Mapper<'_> {
                 }
             };
             let adapter_name = lora.adapter_name.clone().inspect(|_| {
-                self.mapped(
-                    &format!("{base}/adapterName"),
-                    format!("{to}/adapter_name"),
-                );
+                self.mapped(&format!("{base}/adapterName"), format!("{to}/adapter_name"));
             });
             models.push(python::LoraModel {
                 name,
@@ -882,9 +882,10 @@ impl Mapper<'_> {
                 .kind
                 .clone()
                 .inspect(|_| self.mapped(&format!("{base}/type"), format!("{to}/type")));
-            let model_path = unit.model_path.clone().inspect(|_| {
-                self.mapped(&format!("{base}/modelPath"), format!("{to}/model_path"))
-            });
+            let model_path = unit
+                .model_path
+                .clone()
+                .inspect(|_| self.mapped(&format!("{base}/modelPath"), format!("{to}/model_path")));
             if kind.is_none() && model_path.is_none() {
                 self.error(
                     &format!("{base}/type"),

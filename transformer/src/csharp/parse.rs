@@ -275,26 +275,32 @@ struct Loc<'l> {
 impl Loc<'_> {
     fn put<T>(&mut self, name: &str, found: Option<(T, String)>) -> Option<T> {
         let (value, path) = found?;
-        self.locations
-            .insert(format!("{}/{name}", self.canonical_prefix), path);
+        self.locations.insert(self.canonical(name), path);
         Some(value)
+    }
+
+    /// `prefix/name`, built without the formatting machinery.
+    fn canonical(&self, name: &str) -> String {
+        let mut key = String::with_capacity(self.canonical_prefix.len() + 1 + name.len());
+        key.push_str(&self.canonical_prefix);
+        key.push('/');
+        key.push_str(name);
+        key
     }
 
     /// Records an array's own location (from its first item's pointer, or nothing when empty).
     fn mark(&mut self, name: &str, items: &[At<'_>]) {
         if let Some(first) = items.first() {
             if let Some(array_path) = first.path.strip_suffix("/0") {
-                self.locations.insert(
-                    format!("{}/{name}", self.canonical_prefix),
-                    array_path.to_string(),
-                );
+                self.locations
+                    .insert(self.canonical(name), array_path.to_string());
             }
         }
     }
 
     fn sub(&mut self, name: &str) -> Loc<'_> {
         Loc {
-            canonical_prefix: format!("{}/{name}", self.canonical_prefix),
+            canonical_prefix: self.canonical(name),
             locations: self.locations,
         }
     }
