@@ -16,6 +16,7 @@ pub mod request_map;
 pub mod reverse;
 pub mod schedulers;
 pub mod schema;
+pub mod schema_diff;
 
 pub use error::{Errors, FieldError, Result};
 pub use schema::Schema;

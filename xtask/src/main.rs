@@ -11,6 +11,7 @@ mod bench;
 mod conformance;
 mod fixtures;
 mod parity;
+mod schema_check;
 mod setup;
 mod test;
 
@@ -24,6 +25,7 @@ commands:
   conformance      the main job: transform every fixture and print the coverage table
   test             everything CI gates on (tests, clippy, fmt, snapshot and fixture checks)
   bench            criterion benches side by side with the Python reference, as ratios
+  schema-check     fail on a breaking schema change without an x-version bump (--against REF)
 ";
 
 fn main() {
@@ -50,6 +52,7 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => bench::run(rest),
         "fixtures" => fixtures::run(rest),
         "parity" => parity::run(rest),
+        "schema-check" => schema_check::run(rest),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     };
     result.with_context(|| format!("cargo xtask {command} {}", rest.join(" ")))

@@ -13,6 +13,8 @@ use transformer::error::parse_json;
 use transformer::request_map::{transform_request, MapOptions};
 use transformer::{commands, coverage, reverse, Errors, FieldError, Schema};
 
+mod schema_diff;
+
 const EXAMPLES: &str = "\
 Examples:
   # C# request (HTTP body, stdin envelope or generate_image) to the Python v2 envelope
@@ -100,6 +102,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compares two versions of a schema and proves each break with a counterexample (exit 1).
+    #[command(name = "schema-diff")]
+    SchemaDiff(schema_diff::SchemaDiffArgs),
 }
 
 fn schema_name(name: &str) -> Result<String, String> {
@@ -114,6 +119,10 @@ fn schema_name(name: &str) -> Result<String, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // schema-diff has its own exit codes (1: breaking change).
+    if let Command::SchemaDiff(args) = &cli.command {
+        return schema_diff::run(args);
+    }
     match run(cli.command) {
         Ok(()) => ExitCode::SUCCESS,
         Err(errors) => {
@@ -200,6 +209,7 @@ fn run(command: Command) -> Result<(), Errors> {
                 Ok(())
             }
         }
+        Command::SchemaDiff(_) => Ok(()), // answered in `main`
         Command::Coverage { json } => {
             let table = coverage::compute();
             if json {
