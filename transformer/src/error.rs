@@ -96,6 +96,11 @@ pub fn pointer_push(base: &str, token: &str) -> String {
     let mut out = String::with_capacity(base.len() + token.len() + 1);
     out.push_str(base);
     out.push('/');
+    if !token.bytes().any(|b| b == b'~' || b == b'/') {
+        // Nothing to escape (the usual case): copy the token as is.
+        out.push_str(token);
+        return out;
+    }
     for c in token.chars() {
         match c {
             '~' => out.push_str("~0"),
