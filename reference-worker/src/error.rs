@@ -108,6 +108,12 @@ pub enum Error {
         message: String,
     },
 
+    // ---- requests -----------------------------------------------------------------------------
+    /// A request field (JSON Pointer into the request) asks for something this worker does not
+    /// render (yet); refused rather than ignored.
+    #[error("{path}: {reason}")]
+    Unsupported { path: String, reason: String },
+
     // ---- schedulers ---------------------------------------------------------------------------
     /// A scheduler class name the worker does not implement.
     #[error("unknown scheduler `{name}`; known: {}", known.join(", "))]

@@ -7,6 +7,7 @@ pub mod generator;
 pub mod image;
 pub mod model_dir;
 pub mod noise;
+pub mod pipeline;
 pub mod schedulers;
 pub mod text;
 pub mod unet;

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use reference_worker::model_dir::{ComponentConfig, ModelDir};
 use reference_worker::Error;
 
+mod render;
+
 #[derive(Parser)]
 #[command(
     name = "reference-worker",
@@ -30,12 +32,31 @@ enum Command {
         #[arg(long)]
         model: PathBuf,
     },
+    /// Render one Python v2 inference request (the envelope or its `data` object) as diffusers
+    /// would: one PNG per image in --out-dir, the reply envelope (PROTOCOL A.6) on stdout.
+    /// An invalid request exits 2 with `{"errors":[…]}` on stderr.
+    Render {
+        /// A diffusers pipeline folder (with model_index.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// The request file (`-` for standard input).
+        #[arg(long)]
+        request: PathBuf,
+        /// Where `image_<i>.png` are written (created if missing).
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Inspect { model } => inspect(&model),
+        Command::Render {
+            model,
+            request,
+            out_dir,
+        } => return render::run(&model, &request, &out_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

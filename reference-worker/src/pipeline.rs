@@ -1,0 +1,361 @@
+//! Text-to-image, as diffusers' `StableDiffusionXLPipeline.__call__` does it (PROTOCOL B.9):
+//! encode the prompt, draw the latents image by image from per-image CPU generators (B.8),
+//! denoise with classifier-free guidance, decode with the VAE, post-process to 8-bit RGB.
+//!
+//! The order of operations and the dtypes follow diffusers 0.42.1 line by line, so the images are
+//! the same pixels diffusers renders on the same weights.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde_json::{Map, Value};
+use tch::{Kind, Tensor};
+
+use crate::config::{ModelIndex, SchedulerConfig};
+use crate::error::{Error, Result};
+use crate::generator::Generator;
+use crate::image::{postprocess, RgbImage};
+use crate::noise::randn_tensor;
+use crate::schedulers::scheduler_for;
+use crate::text::TextEncoders;
+use crate::unet::UNet2DConditionModel;
+use crate::vae::AutoencoderKL;
+
+/// What one inference request asks the pipeline for (the fields of a Python v2 `data` object
+/// this worker renders; [`RenderRequest::from_v2_data`] refuses the ones it does not render yet).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderRequest {
+    pub prompt: String,
+    /// `None` is diffusers' `None` (zeros with `force_zeros_for_empty_prompt`); `Some("")` is an
+    /// empty prompt, encoded.
+    pub negative_prompt: Option<String>,
+    pub num_inference_steps: usize,
+    pub guidance_scale: f64,
+    pub width: i64,
+    pub height: i64,
+    /// One seed per image (`seed + i`, or `batch.seeds`).
+    pub seeds: Vec<u64>,
+    /// A diffusers class name; `None`: the model's own scheduler class.
+    pub scheduler: Option<String>,
+    pub scheduler_options: Map<String, Value>,
+}
+
+/// Defaults for fields a (schema-valid) v2 request may leave out: the C# side's documented ones,
+/// which the transformer also applies (PROTOCOL B.3 / issue 2).
+pub mod defaults {
+    pub const STEPS: usize = 25;
+    pub const GUIDANCE_SCALE: f64 = 7.5;
+    pub const SIZE: i64 = 1024;
+}
+
+/// The `data` fields this worker renders; any other field that is set is refused with its path,
+/// so nothing is silently ignored.
+const RENDERED: &[&str] = &[
+    "worker_type",
+    "prompt",
+    "negative_prompt",
+    "model_name",
+    "hyperparameters",
+    "dimensions",
+    "scheduler",
+    "scheduler_options",
+    "models",
+    "output",
+    "batch",
+    "metadata",
+    "precision",
+];
+
+impl RenderRequest {
+    /// Reads a schema-valid v2 `data` object. `random_seed` is called when the seed is −1.
+    pub fn from_v2_data(data: &Value, random_seed: impl FnOnce(usize) -> u64) -> Result<Self> {
+        let unsupported = |path: String, why: &str| Error::Unsupported {
+            path,
+            reason: why.to_owned(),
+        };
+        let Some(fields) = data.as_object() else {
+            return Err(unsupported("/data".into(), "not an object"));
+        };
+        for (key, value) in fields {
+            if !RENDERED.contains(&key.as_str()) && !is_off(value) {
+                return Err(unsupported(
+                    format!("/data/{key}"),
+                    "the reference worker does not render this feature yet",
+                ));
+            }
+        }
+        if let Some(upscale) = data.pointer("/output/upscale") {
+            if upscale.get("enabled").and_then(Value::as_bool) == Some(true) {
+                return Err(unsupported(
+                    "/data/output/upscale".into(),
+                    "upscaling is not implemented yet",
+                ));
+            }
+        }
+        if let Some(dtype) = data.pointer("/precision/dtype").and_then(Value::as_str) {
+            if dtype != "float32" {
+                return Err(unsupported(
+                    "/data/precision/dtype".into(),
+                    "only float32 renders are implemented",
+                ));
+            }
+        }
+        for component in ["refiner", "vae"] {
+            if let Some(path) = data
+                .pointer(&format!("/models/{component}"))
+                .and_then(Value::as_str)
+            {
+                return Err(unsupported(
+                    format!("/data/models/{component}"),
+                    &format!("a separate {component} ({path}) is not implemented yet"),
+                ));
+            }
+        }
+        let prompt = data["prompt"].as_str().unwrap_or_default().to_owned();
+        let negative_prompt = data
+            .get("negative_prompt")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
+        let hyper = &data["hyperparameters"];
+        let num_inference_steps = hyper["num_inference_steps"]
+            .as_u64()
+            .map_or(defaults::STEPS, |n| n as usize);
+        let guidance_scale = hyper["guidance_scale"]
+            .as_f64()
+            .unwrap_or(defaults::GUIDANCE_SCALE);
+        let width = data
+            .pointer("/dimensions/width")
+            .and_then(Value::as_i64)
+            .unwrap_or(defaults::SIZE);
+        let height = data
+            .pointer("/dimensions/height")
+            .and_then(Value::as_i64)
+            .unwrap_or(defaults::SIZE);
+        let batch = data
+            .pointer("/batch/size")
+            .and_then(Value::as_u64)
+            .unwrap_or(1) as usize;
+        let seeds: Vec<u64> = match data.pointer("/batch/seeds").and_then(Value::as_array) {
+            Some(seeds) => {
+                if seeds.len() != batch {
+                    return Err(unsupported(
+                        "/data/batch/seeds".into(),
+                        &format!("{} seeds for a batch of {batch}", seeds.len()),
+                    ));
+                }
+                seeds
+                    .iter()
+                    .map(|s| s.as_u64().unwrap_or_default())
+                    .collect()
+            }
+            None => {
+                let seed = hyper["seed"].as_i64().unwrap_or(-1);
+                let first = if seed < 0 {
+                    random_seed(batch)
+                } else {
+                    seed as u64
+                };
+                (0..batch as u64).map(|i| first + i).collect()
+            }
+        };
+        Ok(RenderRequest {
+            prompt,
+            negative_prompt,
+            num_inference_steps,
+            guidance_scale,
+            width,
+            height,
+            seeds,
+            scheduler: data
+                .get("scheduler")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            scheduler_options: data
+                .get("scheduler_options")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+}
+
+/// A feature field that is present but switched off or empty (`lora.enabled: false`, `[]`,
+/// `prompt_attention: "none"`) asks for nothing.
+fn is_off(value: &Value) -> bool {
+    match value {
+        Value::Null => true,
+        Value::Array(items) => items.is_empty(),
+        Value::String(s) => s == "none",
+        Value::Object(map) => {
+            map.get("enabled").and_then(Value::as_bool) == Some(false)
+                && map
+                    .get("models")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+        }
+        _ => false,
+    }
+}
+
+/// The loaded SDXL pipeline (components of a diffusers folder).
+pub struct Pipeline {
+    root: PathBuf,
+    text: TextEncoders,
+    unet: UNet2DConditionModel,
+    vae: AutoencoderKL,
+    scheduler_config: SchedulerConfig,
+    default_scheduler: String,
+}
+
+/// What a render produced.
+pub struct Rendered {
+    pub images: Vec<RgbImage>,
+    pub seeds: Vec<u64>,
+    pub scheduler: String,
+    pub seconds: f64,
+    /// diffusers' warnings (e.g. a prompt truncated at 77 tokens), for the log.
+    pub warnings: Vec<String>,
+}
+
+impl Pipeline {
+    pub fn load(root: &Path) -> Result<Self> {
+        let index = ModelIndex::read(&root.join("model_index.json"))?;
+        let scheduler_config =
+            SchedulerConfig::read(&root.join("scheduler/scheduler_config.json"))?;
+        let default_scheduler = index
+            .components
+            .iter()
+            .find(|(name, _, _)| name == "scheduler")
+            .map(|(_, _, class)| class.clone())
+            .ok_or_else(|| Error::Unsupported {
+                path: root.join("model_index.json").display().to_string(),
+                reason: "the pipeline has no scheduler component".to_owned(),
+            })?;
+        Ok(Pipeline {
+            root: root.to_path_buf(),
+            text: TextEncoders::load(root)?,
+            unet: UNet2DConditionModel::load(&root.join("unet"))?,
+            vae: AutoencoderKL::load(&root.join("vae"))?,
+            scheduler_config,
+            default_scheduler,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Renders one request; image *i* is exactly diffusers' image *i* for the same request.
+    pub fn render(&self, request: &RenderRequest) -> Result<Rendered> {
+        let started = Instant::now();
+        let _guard = tch::no_grad_guard();
+        let class = request
+            .scheduler
+            .clone()
+            .unwrap_or_else(|| self.default_scheduler.clone());
+        let mut scheduler =
+            scheduler_for(&class, &self.scheduler_config, &request.scheduler_options)?;
+        let vae_scale_factor = self.vae.config().scale_factor() as i64;
+        if request.width % vae_scale_factor != 0 || request.height % vae_scale_factor != 0 {
+            return Err(Error::Unsupported {
+                path: "/data/dimensions".into(),
+                reason: format!("width and height must be multiples of {vae_scale_factor}"),
+            });
+        }
+        let n = request.seeds.len() as i64;
+        let do_cfg =
+            request.guidance_scale > 1.0 && self.unet.config().time_cond_proj_dim.is_none();
+
+        // 3. encode_prompt (num_images_per_prompt = n): repeat(1, n, 1).view(n, seq, -1).
+        let encoded =
+            self.text
+                .encode_prompt(&request.prompt, request.negative_prompt.as_deref(), do_cfg)?;
+        let repeat_embeds = |t: &Tensor| -> Result<Tensor> {
+            let size = t.size();
+            Ok(t.f_repeat([1, n, 1])?.f_view([n, size[1], -1])?)
+        };
+        let repeat_pooled =
+            |t: &Tensor| -> Result<Tensor> { Ok(t.f_repeat([1, n])?.f_view([n, -1])?) };
+        let mut prompt_embeds = repeat_embeds(&encoded.positive.prompt_embeds)?;
+        let mut add_text_embeds = repeat_pooled(&encoded.positive.pooled_prompt_embeds)?;
+
+        // 4. timesteps.
+        scheduler.set_timesteps(request.num_inference_steps)?;
+        let timesteps = scheduler.timestep_values();
+
+        // 5. latents: one draw per image from its own generator, times init_noise_sigma.
+        let latent_channels = self.unet.config().in_channels as i64;
+        let shape = [
+            n,
+            latent_channels,
+            request.height / vae_scale_factor,
+            request.width / vae_scale_factor,
+        ];
+        let mut generators = request
+            .seeds
+            .iter()
+            .map(|s| Generator::new(*s))
+            .collect::<Result<Vec<_>>>()?;
+        let latents = randn_tensor(&shape, &mut generators, Kind::Float)?;
+        let mut latents = latents.f_mul_scalar(scheduler.init_noise_sigma()?)?;
+
+        // 7. added time ids: (original_size, crops_coords_top_left, target_size), float32.
+        let (h, w) = (request.height as f32, request.width as f32);
+        let add_time_ids = Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).f_view([1, 6])?;
+        let mut add_time_ids_all = add_time_ids.shallow_clone();
+        if do_cfg {
+            let negative = encoded.negative.as_ref().ok_or_else(|| {
+                Error::Torch("encode_prompt returned no negative embeddings with guidance".into())
+            })?;
+            prompt_embeds =
+                Tensor::f_cat(&[repeat_embeds(&negative.prompt_embeds)?, prompt_embeds], 0)?;
+            add_text_embeds = Tensor::f_cat(
+                &[
+                    repeat_pooled(&negative.pooled_prompt_embeds)?,
+                    add_text_embeds,
+                ],
+                0,
+            )?;
+            add_time_ids_all = Tensor::f_cat(&[&add_time_ids, &add_time_ids], 0)?;
+        }
+        let add_time_ids_all = add_time_ids_all.f_repeat([n, 1])?;
+
+        // 8. denoising loop.
+        let timestep_tensor = scheduler.timesteps().shallow_clone();
+        for (i, t) in timesteps.iter().enumerate() {
+            let latent_model_input = if do_cfg {
+                Tensor::f_cat(&[&latents, &latents], 0)?
+            } else {
+                latents.shallow_clone()
+            };
+            let latent_model_input = scheduler.scale_model_input(&latent_model_input, *t)?;
+            let noise_pred = self.unet.forward(
+                &latent_model_input,
+                &timestep_tensor.f_get(i as i64)?,
+                &prompt_embeds,
+                &add_text_embeds,
+                &add_time_ids_all,
+            )?;
+            let noise_pred = if do_cfg {
+                let chunks = noise_pred.f_chunk(2, 0)?;
+                let (uncond, text) = (&chunks[0], &chunks[1]);
+                uncond.f_add(&text.f_sub(uncond)?.f_mul_scalar(request.guidance_scale)?)?
+            } else {
+                noise_pred
+            };
+            latents = scheduler.step(&noise_pred, *t, &latents, &mut generators)?;
+        }
+
+        // 9. decode and post-process.
+        let latents = latents.f_div_scalar(self.vae.config().scaling_factor)?;
+        let image = self.vae.decode(&latents)?;
+        let images = postprocess(&image)?;
+        Ok(Rendered {
+            images,
+            seeds: request.seeds.clone(),
+            scheduler: class,
+            seconds: started.elapsed().as_secs_f64(),
+            warnings: encoded.truncation_warnings,
+        })
+    }
+}
