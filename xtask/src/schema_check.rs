@@ -45,13 +45,13 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(|entry| entry.file_name().to_string_lossy().to_string())
         .filter(|name| name.ends_with(".schema.json"))
         .collect();
-    for name in git(&[
+    // A revision from before the schemas existed lists none.
+    let listed = git(&[
         "ls-tree",
         "--name-only",
         &format!("{revision}:{SCHEMA_DIR}"),
-    ])?
-    .lines()
-    {
+    ]);
+    for name in listed.unwrap_or_default().lines() {
         if name.ends_with(".schema.json") && !names.iter().any(|n| n == name) {
             failures.push(format!("{name}: removed (it exists at {revision})"));
         }
@@ -151,7 +151,15 @@ fn parse_version(text: &str) -> Option<(u64, u64, u64)> {
 }
 
 fn indent(text: &str) -> String {
-    text.lines().map(|line| format!("    {line}\n")).collect()
+    text.lines()
+        .map(|line| {
+            if line.is_empty() {
+                "\n".to_string()
+            } else {
+                format!("    {line}\n")
+            }
+        })
+        .collect()
 }
 
 fn git(args: &[&str]) -> Result<String> {

@@ -648,7 +648,7 @@ impl<'d> Walk<'d> {
                 "{} rejects values {} {}",
                 self.b_name,
                 if exclusive { "<=" } else { "<" },
-                json!(bound)
+                number_text(bound)
             );
             self.push(Rule::Minimum, a, b, steps, candidates, message);
         }
@@ -665,7 +665,7 @@ impl<'d> Walk<'d> {
                 "{} rejects values {} {}",
                 self.b_name,
                 if exclusive { ">=" } else { ">" },
-                json!(bound)
+                number_text(bound)
             );
             self.push(Rule::Maximum, a, b, steps, candidates, message);
         }
@@ -679,7 +679,7 @@ impl<'d> Walk<'d> {
                 let message = format!(
                     "{} accepts only multiples of {}",
                     self.b_name,
-                    json!(b_multiple)
+                    number_text(b_multiple)
                 );
                 self.push(Rule::MultipleOf, a, b, steps, candidates, message);
             }
@@ -1311,4 +1311,13 @@ fn fresh_property_name(
                 && !declared_by_pattern(b, name)
         })
         .unwrap_or_default()
+}
+
+/// A bound as the schema author wrote it: `8`, not `8.0`.
+fn number_text(x: f64) -> String {
+    if x.fract() == 0.0 && x.abs() < 9.0e15 {
+        format!("{}", x as i64)
+    } else {
+        x.to_string()
+    }
 }
