@@ -15,7 +15,101 @@ use serde_json::{json, Value};
 use transformer::request_map::{transform_request, MapOptions};
 use transformer::{coverage, reply_map, Errors, Schema};
 
-use crate::project_root;
+use crate::{project_root, run_checked, setup};
+
+/// The seed's own example at 256×256 on the tiny model: the main job's end-to-end request.
+const END_TO_END_REQUEST: &str = "fixtures/requests/seed/seed_example_256.json";
+const MODEL: &str = "fixtures/models/tiny-sdxl";
+
+struct EndToEnd {
+    python_request: PathBuf,
+    images: Vec<String>,
+    csharp_response: Value,
+    summary: String,
+    pass: bool,
+}
+
+/// C# request → transformer → `reference-worker render` (release build) → Python reply →
+/// transformer → C# response, which must validate against the C# response schema.
+fn end_to_end(root: &Path) -> Result<EndToEnd> {
+    setup::ensure()?;
+    run_checked(std::process::Command::new("cargo").args([
+        "build",
+        "--release",
+        "-p",
+        "reference-worker",
+    ]))?;
+    let out = root.join("target/conformance");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out)?;
+    let bytes = std::fs::read(root.join(END_TO_END_REQUEST))?;
+    let mapping = transform_request(&bytes, &MapOptions::default())
+        .map_err(|e| anyhow::anyhow!("{END_TO_END_REQUEST}: {}", e.to_json_line()))?;
+    let python_request = out.join("seed_example_256.python.json");
+    std::fs::write(
+        &python_request,
+        serde_json::to_vec_pretty(&mapping.message_json())?,
+    )?;
+    let output = std::process::Command::new(root.join("target/release/reference-worker"))
+        .args(["render", "--model"])
+        .arg(root.join(MODEL))
+        .arg("--request")
+        .arg(&python_request)
+        .arg("--out-dir")
+        .arg(out.join("images"))
+        .output()
+        .context("could not start reference-worker")?;
+    if !output.status.success() {
+        return Ok(EndToEnd {
+            python_request,
+            images: Vec::new(),
+            csharp_response: Value::Null,
+            summary: format!(
+                "reference-worker render failed ({}): {}",
+                output.status,
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+            pass: false,
+        });
+    }
+    let reply = transformer::error::parse_json(&output.stdout)
+        .map_err(|e| anyhow::anyhow!("reference-worker reply: {}", e.to_json_line()))?;
+    let response = match reply_map::map_reply(&reply) {
+        Ok(mapping) => serde_json::to_value(&mapping.response)?,
+        Err(errors) => {
+            return Ok(EndToEnd {
+                python_request,
+                images: Vec::new(),
+                csharp_response: reply,
+                summary: summarise_errors(&errors),
+                pass: false,
+            })
+        }
+    };
+    let images: Vec<String> = response["images"]
+        .as_array()
+        .map(|images| {
+            images
+                .iter()
+                .filter_map(|i| i["path"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let files_exist = !images.is_empty() && images.iter().all(|p| Path::new(p).is_file());
+    let valid = Schema::CsharpResponse.is_valid(&response);
+    let pass = files_exist && valid && response["success"] == true;
+    Ok(EndToEnd {
+        python_request,
+        summary: format!(
+            "{} image(s) written, C# response {}",
+            images.len(),
+            if valid { "valid" } else { "INVALID" }
+        ),
+        images,
+        csharp_response: response,
+        pass,
+    })
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Expect {
@@ -49,6 +143,13 @@ pub fn run(args: &[String]) -> Result<()> {
     }
     let coverage = coverage::compute();
     let coverage_ok = coverage.seed_fields_mapped == coverage.seed_fields_total;
+    let end_to_end = end_to_end(&root)?;
+    outcomes.push(Outcome {
+        feature: "end to end: C# → worker → C#".into(),
+        file: relative(&root, &root.join(END_TO_END_REQUEST)),
+        result: end_to_end.summary.clone(),
+        pass: end_to_end.pass,
+    });
 
     let mut features: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for o in &outcomes {
@@ -65,6 +166,8 @@ pub fn run(args: &[String]) -> Result<()> {
             "fixtures": outcomes.iter().map(|o| json!({"feature": o.feature, "file": o.file, "result": o.result, "pass": o.pass})).collect::<Vec<_>>(),
             "features": features.iter().map(|(f, (p, x))| json!({"feature": f, "passed": p, "failed": x})).collect::<Vec<_>>(),
             "coverage": coverage,
+            "end_to_end": {"python_request": end_to_end.python_request, "images": end_to_end.images,
+                           "csharp_response": end_to_end.csharp_response, "pass": end_to_end.pass},
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
@@ -77,6 +180,17 @@ pub fn run(args: &[String]) -> Result<()> {
                 o.result
             );
         }
+        println!(
+            "\n== end to end: {END_TO_END_REQUEST} → transformer → reference-worker → C# response"
+        );
+        println!("python request: {}", end_to_end.python_request.display());
+        for image in &end_to_end.images {
+            println!("image: {image}");
+        }
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&end_to_end.csharp_response)?
+        );
         println!("\n== field coverage (computed by mapping probe messages)");
         print!("{}", coverage.to_text());
         println!("\n== conformance by feature");

@@ -3,13 +3,14 @@
 //!
 //! Order: cheap checks first (format), then lints, the whole test suite (insta in CI mode, so a
 //! changed or missing snapshot fails instead of being written), the generated-fixture check, the
-//! protocol schema gate, and the conformance run (the main job must stay green too).
+//! protocol schema gate, parity of the reference worker with diffusers, and the conformance run
+//! (the main job must stay green too).
 
 use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{conformance, fixtures, run_checked, setup};
+use crate::{conformance, fixtures, parity, run_checked, setup};
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(arg) = args.first() {
@@ -40,6 +41,9 @@ pub fn run(args: &[String]) -> Result<()> {
     })?;
     step("fixtures are what their scripts generate", || {
         fixtures::run(&["--check".to_string()])
+    })?;
+    step("parity with diffusers (every case ≥ 40 dB)", || {
+        parity::run(&[])
     })?;
     step("conformance", || conformance::run(&[]))?;
     eprintln!("xtask test: all checks passed");
