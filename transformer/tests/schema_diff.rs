@@ -780,3 +780,40 @@ fn cli_bad_input_is_exit_2_with_errors_json() {
     assert!(stderr.contains("\"rule\":\"io\""), "{stderr}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Schemas written to hurt: recursion through `$ref` and branches, huge bounds, patterns the
+/// generator cannot read, empty enums. Every pair must give a report or an error, never a panic
+/// or a hang.
+#[test]
+fn hostile_schemas_give_a_report_or_an_error() {
+    let hostile = [
+        json!({"$ref": "#"}),
+        json!({"$defs": {"tree": {"type": "object", "required": ["left", "right"], "properties": {
+            "left": {"oneOf": [{"$ref": "#/$defs/tree"}, {"$ref": "#/$defs/tree"}, {"type": "array", "items": {"$ref": "#/$defs/tree"}, "minItems": 2}]},
+            "right": {"anyOf": [{"$ref": "#/$defs/tree"}, {"$ref": "#"}]}}}}, "$ref": "#/$defs/tree"}),
+        json!({"type": "string", "minLength": 1_000_000_000_000u64, "maxLength": 3}),
+        json!({"type": "string", "pattern": "(?=x)(?<!y)\\1?"}),
+        json!({"enum": []}),
+        json!({"type": "array", "minItems": 100_000, "uniqueItems": true, "items": {"type": "boolean"}}),
+        json!({"type": "object", "minProperties": 1_000_000, "patternProperties": {"^x-": {"type": "integer", "multipleOf": 0.0001}}}),
+        json!({"type": "number", "minimum": 1e300, "exclusiveMaximum": -1e300}),
+        json!({"$schema": "http://json-schema.org/draft-07/schema#", "items": [{"type": "integer"}], "additionalItems": false}),
+        json!(false),
+    ];
+    let options = schema_diff::Options {
+        proof_time_limit: std::time::Duration::ZERO,
+    };
+    for old in &hostile {
+        for new in &hostile {
+            for direction in [Direction::Request, Direction::Reply] {
+                if let Ok(report) = schema_diff::diff_with(old, new, direction, &options) {
+                    let _ = report.to_text();
+                    assert!(
+                        recheck_counterexamples(&report, old, new).is_empty(),
+                        "{old} -> {new}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -4,7 +4,7 @@
 //! minimal instance of the whole schema. Nothing here is trusted: every counterexample is checked
 //! with jsonschema before it is reported.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 
 use serde_json::{json, Map, Number, Value};
@@ -40,6 +40,7 @@ pub(crate) fn instance_pointer(steps: &[Step]) -> String {
 
 const MAX_DEPTH: usize = 24;
 const MAX_CANDIDATES: usize = 48;
+const NODE_BUDGET: u32 = 1_000;
 
 /// Scalar keywords a candidate is filtered with before it is offered.
 const SCALAR_KEYWORDS: &[&str] = &[
@@ -84,6 +85,9 @@ pub(crate) struct Generator<'d> {
     /// Rotates the `anyOf`/`oneOf` branch tried first, so that retries explore other shapes.
     variant: usize,
     scalar_checks: RefCell<HashMap<String, Option<jsonschema::Validator>>>,
+    /// Nodes one public call may still visit: recursive schemas with many branches would
+    /// otherwise make the search exponential.
+    budget: Cell<u32>,
 }
 
 impl<'d> Generator<'d> {
@@ -92,28 +96,38 @@ impl<'d> Generator<'d> {
             doc,
             variant,
             scalar_checks: RefCell::new(HashMap::new()),
+            budget: Cell::new(NODE_BUDGET),
         }
     }
 
     /// The minimal instance of `node`, if the generator finds one.
+    #[cfg(test)]
     pub(crate) fn generate(&self, node: &Value) -> Option<Value> {
+        self.budget.set(NODE_BUDGET);
+        self.first(node)
+    }
+
+    fn first(&self, node: &Value) -> Option<Value> {
         self.candidates_at(node, 0, true).into_iter().next()
     }
 
     /// Many instances of `node`, simplest first (objects and arrays: the minimal one and one with
     /// every declared property or one more item).
     pub(crate) fn candidates(&self, node: &Value) -> Vec<Value> {
+        self.budget.set(NODE_BUDGET);
         self.candidates_at(node, 0, false)
     }
 
     /// A minimal instance of `node` whose part at `steps` is `leaf`.
     pub(crate) fn build_at(&self, node: &Value, steps: &[Step], leaf: &Value) -> Option<Value> {
+        self.budget.set(NODE_BUDGET);
         self.build_at_depth(node, steps, Some(leaf), 0)
     }
 
     /// A minimal instance of `node` in which the part at `steps` exists (generated in its
     /// context), for witnesses that edit that part rather than replace it.
     pub(crate) fn build_context(&self, node: &Value, steps: &[Step]) -> Option<Value> {
+        self.budget.set(NODE_BUDGET);
         self.build_at_depth(node, steps, None, 0)
     }
 
@@ -127,7 +141,7 @@ impl<'d> Generator<'d> {
         let Some((step, rest)) = steps.split_first() else {
             return match leaf {
                 Some(leaf) => Some(leaf.clone()),
-                None => self.generate(node),
+                None => self.first(node),
             };
         };
         if depth > MAX_DEPTH * 4 {
@@ -151,7 +165,7 @@ impl<'d> Generator<'d> {
             }
             Step::Property(name) => {
                 let typed = node::with(&node, "type", json!("object"));
-                let mut base = match self.generate(&typed) {
+                let mut base = match self.first(&typed) {
                     Some(Value::Object(map)) => map,
                     _ => Map::new(),
                 };
@@ -162,13 +176,13 @@ impl<'d> Generator<'d> {
             }
             Step::Item(index) => {
                 let typed = node::with(&node, "type", json!("array"));
-                let mut base = match self.generate(&typed) {
+                let mut base = match self.first(&typed) {
                     Some(Value::Array(items)) => items,
                     _ => Vec::new(),
                 };
                 while base.len() <= *index {
                     let filler = self
-                        .generate(&item_schema(&node, base.len()))
+                        .first(&item_schema(&node, base.len()))
                         .unwrap_or(Value::Null);
                     base.push(filler);
                 }
@@ -181,9 +195,10 @@ impl<'d> Generator<'d> {
     }
 
     fn candidates_at(&self, node: &Value, depth: usize, one: bool) -> Vec<Value> {
-        if depth > MAX_DEPTH {
+        if depth > MAX_DEPTH || self.budget.get() == 0 {
             return Vec::new();
         }
+        self.budget.set(self.budget.get() - 1);
         let node = node::resolve(self.doc, node, "").value;
         match &node {
             Value::Bool(false) => return Vec::new(),
