@@ -10,7 +10,7 @@ use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{conformance, fixtures, parity, run_checked, setup};
+use crate::{conformance, fixtures, parity, run_checked, schema_check, setup};
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(arg) = args.first() {
@@ -42,6 +42,7 @@ pub fn run(args: &[String]) -> Result<()> {
     step("fixtures are what their scripts generate", || {
         fixtures::run(&["--check".to_string()])
     })?;
+    step("protocol schema gate", || schema_check::run(&[]))?;
     step("parity with diffusers (every case ≥ 40 dB)", || {
         parity::run(&[])
     })?;
