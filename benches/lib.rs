@@ -34,3 +34,30 @@ pub fn read_case(case: &Case) -> Result<Vec<u8>, String> {
     let path = project_root().join(case.fixture);
     std::fs::read(&path).map_err(|e| format!("cannot read bench fixture {}: {e}", path.display()))
 }
+
+/// The tiny SDXL pipeline every render bench loads (diffusers folder layout).
+pub const TINY_SDXL: &str = "fixtures/models/tiny-sdxl";
+
+/// The request of the render benches: 20 Euler steps at 256×256 with classifier-free guidance
+/// (a Python v2 envelope; criterion, diffusers and both cold-start CLIs render this same file).
+pub const RENDER_REQUEST: &str = "benches/requests/render_256_euler_20.json";
+
+/// The intra-op thread count `cargo xtask bench` gives every side (criterion's libtorch through
+/// `tch::set_num_threads`, diffusers through `torch.set_num_threads`, the cold-start processes
+/// through `OMP_NUM_THREADS`), so that the ratios compare equal hardware. Unset: libtorch's
+/// default.
+pub const THREADS_ENV: &str = "SDXL_BENCH_THREADS";
+
+/// The thread count of [`THREADS_ENV`], if set.
+pub fn bench_threads() -> Result<Option<i32>, String> {
+    match std::env::var(THREADS_ENV) {
+        Ok(value) => value
+            .parse::<i32>()
+            .ok()
+            .filter(|n| *n > 0)
+            .map(Some)
+            .ok_or_else(|| format!("{THREADS_ENV}={value:?} is not a positive thread count")),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(error) => Err(format!("{THREADS_ENV}: {error}")),
+    }
+}
