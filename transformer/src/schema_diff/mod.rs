@@ -386,8 +386,31 @@ fn finding(
     }
 }
 
-/// How many generator variants (rotations of the `anyOf`/`oneOf` branch tried first) to try.
-const VARIANTS: usize = 3;
+/// How many generator variants (rotations of the `anyOf`/`oneOf` branch and the `if`/`then`
+/// conditional tried first) to try at least, and at most: enough to reach every branch of the
+/// widest choice in the schema (the v2 request dispatches ten message types through `allOf`
+/// conditionals), bounded so hostile schemas stay fast.
+const MIN_VARIANTS: usize = 3;
+const MAX_VARIANTS: usize = 32;
+
+/// The number of alternatives of the widest `allOf`/`anyOf`/`oneOf` anywhere in `schema`.
+fn widest_choice(schema: &Value) -> usize {
+    match schema {
+        Value::Object(map) => map
+            .iter()
+            .map(|(key, value)| {
+                let own = match (key.as_str(), value) {
+                    ("allOf" | "anyOf" | "oneOf", Value::Array(items)) => items.len(),
+                    _ => 0,
+                };
+                own.max(widest_choice(value))
+            })
+            .max()
+            .unwrap_or(0),
+        Value::Array(items) => items.iter().map(widest_choice).max().unwrap_or(0),
+        _ => 0,
+    }
+}
 /// How many leaf candidates per variant.
 const CANDIDATES: usize = 48;
 
@@ -421,8 +444,9 @@ fn find_counterexample(
             reading,
         }
     };
+    let variants = widest_choice(accepting).clamp(MIN_VARIANTS, MAX_VARIANTS);
     let mut tried: Vec<Value> = Vec::new();
-    for variant in 0..VARIANTS {
+    for variant in 0..variants {
         let generator = Generator::new(accepting, variant);
         for leaf in change.candidates.iter().take(CANDIDATES) {
             let Some(instance) = generator.build_at(accepting, &change.steps, leaf) else {
@@ -439,7 +463,7 @@ fn find_counterexample(
     }
     // The minimal instance in context, unedited: it is the witness when the change makes every
     // instance of that context invalid (a closed object whose properties a conditional declares).
-    for variant in 0..VARIANTS {
+    for variant in 0..variants {
         let generator = Generator::new(accepting, variant);
         let Some(instance) = generator.build_context(accepting, &change.steps) else {
             continue;
@@ -452,7 +476,7 @@ fn find_counterexample(
         }
     }
     let patch = change.patch.as_ref()?;
-    for variant in 0..VARIANTS {
+    for variant in 0..variants {
         let generator = Generator::new(accepting, variant);
         let Some(context) = generator.build_context(accepting, &change.location) else {
             continue;
