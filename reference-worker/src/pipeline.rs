@@ -38,6 +38,9 @@ pub struct RenderRequest {
     /// A diffusers class name; `None`: the model's own scheduler class.
     pub scheduler: Option<String>,
     pub scheduler_options: Map<String, Value>,
+    /// `precision.dtype`: the dtype the pipeline is loaded and run in (diffusers' `torch_dtype`),
+    /// `Kind::Float` (the default) or `Kind::BFloat16`.
+    pub kind: Kind,
 }
 
 /// Defaults for fields a (schema-valid) v2 request may leave out: the C# side's documented ones,
@@ -92,14 +95,16 @@ impl RenderRequest {
                 ));
             }
         }
-        if let Some(dtype) = data.pointer("/precision/dtype").and_then(Value::as_str) {
-            if dtype != "float32" {
+        let kind = match data.pointer("/precision/dtype").and_then(Value::as_str) {
+            None | Some("float32") => Kind::Float,
+            Some("bfloat16") => Kind::BFloat16,
+            Some(other) => {
                 return Err(unsupported(
                     "/data/precision/dtype".into(),
-                    "only float32 renders are implemented",
-                ));
+                    &format!("{other} is not rendered on CPU (float32 or bfloat16)"),
+                ))
             }
-        }
+        };
         for component in ["refiner", "vae"] {
             if let Some(path) = data
                 .pointer(&format!("/models/{component}"))
@@ -175,6 +180,7 @@ impl RenderRequest {
                 .and_then(Value::as_object)
                 .cloned()
                 .unwrap_or_default(),
+            kind,
         })
     }
 }
@@ -218,7 +224,14 @@ pub struct Rendered {
 }
 
 impl Pipeline {
+    /// Loads the pipeline in float32.
     pub fn load(root: &Path) -> Result<Self> {
+        Self::load_with_kind(root, Kind::Float)
+    }
+
+    /// `from_pretrained(root, torch_dtype=kind)`: every component's weights converted to `kind`
+    /// (float32 or bfloat16). Requests must ask for the same kind ([`RenderRequest::kind`]).
+    pub fn load_with_kind(root: &Path, kind: Kind) -> Result<Self> {
         let index = ModelIndex::read(&root.join("model_index.json"))?;
         let scheduler_config =
             SchedulerConfig::read(&root.join("scheduler/scheduler_config.json"))?;
@@ -233,9 +246,9 @@ impl Pipeline {
             })?;
         Ok(Pipeline {
             root: root.to_path_buf(),
-            text: TextEncoders::load(root)?,
-            unet: UNet2DConditionModel::load(&root.join("unet"))?,
-            vae: AutoencoderKL::load(&root.join("vae"))?,
+            text: TextEncoders::load_with_kind(root, kind)?,
+            unet: UNet2DConditionModel::load_with_kind(&root.join("unet"), kind)?,
+            vae: AutoencoderKL::load_with_kind(&root.join("vae"), kind)?,
             scheduler_config,
             default_scheduler,
         })
@@ -245,10 +258,25 @@ impl Pipeline {
         &self.root
     }
 
+    /// The dtype the pipeline was loaded in.
+    pub fn kind(&self) -> Kind {
+        self.unet.kind()
+    }
+
     /// Renders one request; image *i* is exactly diffusers' image *i* for the same request.
     pub fn render(&self, request: &RenderRequest) -> Result<Rendered> {
         let started = Instant::now();
         let _guard = tch::no_grad_guard();
+        if request.kind != self.kind() {
+            return Err(Error::Unsupported {
+                path: "/data/precision/dtype".into(),
+                reason: format!(
+                    "the pipeline was loaded as {:?}, the request asks for {:?}",
+                    self.kind(),
+                    request.kind
+                ),
+            });
+        }
         let class = request
             .scheduler
             .clone()
@@ -296,12 +324,16 @@ impl Pipeline {
             .iter()
             .map(|s| Generator::new(*s))
             .collect::<Result<Vec<_>>>()?;
-        let latents = randn_tensor(&shape, &mut generators, Kind::Float)?;
+        // prepare_latents(..., prompt_embeds.dtype): randn drawn in that dtype directly.
+        let latents = randn_tensor(&shape, &mut generators, prompt_embeds.kind())?;
         let mut latents = latents.f_mul_scalar(scheduler.init_noise_sigma()?)?;
 
-        // 7. added time ids: (original_size, crops_coords_top_left, target_size), float32.
+        // 7. added time ids: (original_size, crops_coords_top_left, target_size), as
+        // torch.tensor([...], dtype=prompt_embeds.dtype).
         let (h, w) = (request.height as f32, request.width as f32);
-        let add_time_ids = Tensor::from_slice(&[h, w, 0.0, 0.0, h, w]).f_view([1, 6])?;
+        let add_time_ids = Tensor::from_slice(&[h, w, 0.0, 0.0, h, w])
+            .f_view([1, 6])?
+            .f_to_kind(prompt_embeds.kind())?;
         let mut add_time_ids_all = add_time_ids.shallow_clone();
         if do_cfg {
             let negative = encoded.negative.as_ref().ok_or_else(|| {
@@ -357,5 +389,27 @@ impl Pipeline {
             seconds: started.elapsed().as_secs_f64(),
             warnings: encoded.truncation_warnings,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn data(precision: Value) -> Value {
+        json!({"prompt": "a cat", "hyperparameters": {"seed": 1}, "precision": precision})
+    }
+
+    #[test]
+    fn precision_dtype_selects_the_kind() {
+        let kind = |precision| RenderRequest::from_v2_data(&data(precision), |_| 0).map(|r| r.kind);
+        assert_eq!(kind(Value::Null).unwrap(), Kind::Float);
+        assert_eq!(kind(json!({"dtype": "float32"})).unwrap(), Kind::Float);
+        assert_eq!(kind(json!({"dtype": "bfloat16"})).unwrap(), Kind::BFloat16);
+        match kind(json!({"dtype": "float16"})) {
+            Err(Error::Unsupported { path, .. }) => assert_eq!(path, "/data/precision/dtype"),
+            other => panic!("float16 on CPU should be refused, got {other:?}"),
+        }
     }
 }

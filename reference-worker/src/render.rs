@@ -24,7 +24,7 @@ pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
         Ok(r) => r,
         Err(error) => return fail(&error),
     };
-    let pipeline = match Pipeline::load(model) {
+    let pipeline = match Pipeline::load_with_kind(model, render_request.kind) {
         Ok(p) => p,
         Err(error) => return fail(&error),
     };

@@ -84,7 +84,9 @@ impl UNet2DConditionModel {
         Self::load_with_kind(dir, Kind::Float)
     }
 
-    fn load_with_kind(dir: &Path, kind: Kind) -> Result<Self> {
+    /// Like [`Self::load`] with the weights converted to `kind` (diffusers' `torch_dtype`); the
+    /// inputs `forward` takes must then be of that kind too.
+    pub fn load_with_kind(dir: &Path, kind: Kind) -> Result<Self> {
         let config_path = dir.join("config.json");
         let file = ConfigFile::read(&config_path)?;
         let config = UNet2DConditionConfig::from_file(&file)?;

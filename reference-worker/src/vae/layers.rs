@@ -10,25 +10,27 @@ use tch::{Kind, Tensor};
 use crate::error::{Error, Result};
 use crate::weights::ComponentWeights;
 
-/// Reads float32 parameters by name, remembering which ones the model used, so tensors the
-/// config does not account for are reported rather than silently ignored.
+/// Reads parameters by name, converted to the model's kind, remembering which ones the model
+/// used, so tensors the config does not account for are reported rather than silently ignored.
 pub struct ParamLoader<'w> {
     weights: &'w ComponentWeights,
+    kind: Kind,
     used: RefCell<BTreeSet<String>>,
 }
 
 impl<'w> ParamLoader<'w> {
-    pub fn new(weights: &'w ComponentWeights) -> Self {
+    pub fn new(weights: &'w ComponentWeights, kind: Kind) -> Self {
         Self {
             weights,
+            kind,
             used: RefCell::new(BTreeSet::new()),
         }
     }
 
-    /// `name`, which must have shape `shape`, upcast to float32 as `from_pretrained` does for a
-    /// float32 model.
+    /// `name`, which must have shape `shape`, converted to the loader's kind as `from_pretrained`
+    /// does for `torch_dtype` (the stored tensor's `.to(dtype)`).
     pub fn get(&self, name: &str, shape: &[i64]) -> Result<Tensor> {
-        let tensor = self.weights.tensor_shaped(name, shape, Kind::Float)?;
+        let tensor = self.weights.tensor_shaped(name, shape, self.kind)?;
         self.used.borrow_mut().insert(name.to_owned());
         Ok(tensor)
     }

@@ -34,6 +34,8 @@ pub struct AutoencoderKL {
     decoder: Decoder,
     quant_conv: Option<Conv2d>,
     post_quant_conv: Option<Conv2d>,
+    /// The dtype of every parameter (diffusers' `vae.dtype`).
+    kind: Kind,
     /// Where the model came from, for error messages.
     name: String,
 }
@@ -42,7 +44,19 @@ impl AutoencoderKL {
     /// Loads `dir` (a diffusers `vae/` folder: `config.json` and the safetensors weights) as a
     /// float32 model.
     pub fn load(dir: &Path) -> Result<Self> {
+        Self::load_with_kind(dir, Kind::Float)
+    }
+
+    /// Like [`Self::load`] with the weights converted to `kind` (diffusers' `torch_dtype`):
+    /// float32 or bfloat16 (the worker renders on CPU, where float16 is not offered).
+    pub fn load_with_kind(dir: &Path, kind: Kind) -> Result<Self> {
         let config_path = dir.join("config.json");
+        if !matches!(kind, Kind::Float | Kind::BFloat16) {
+            return Err(Error::Unsupported {
+                path: dir.display().to_string(),
+                reason: format!("the VAE runs in float32 or bfloat16, not {kind:?}"),
+            });
+        }
         let config = AutoencoderKLConfig::read(&config_path)?;
         let invalid = |key: &str, message: String| Error::InvalidValue {
             path: config_path.clone(),
@@ -93,7 +107,7 @@ impl AutoencoderKL {
         };
 
         let weights = ComponentWeights::open_dir(dir)?;
-        let params = ParamLoader::new(&weights);
+        let params = ParamLoader::new(&weights, kind);
         let latent = config.latent_channels;
         let encoder = Encoder::load(&params, &config, settings)?;
         let decoder = Decoder::load(&params, &config, settings)?;
@@ -130,6 +144,7 @@ impl AutoencoderKL {
             decoder,
             quant_conv,
             post_quant_conv,
+            kind,
             name: format!("AutoencoderKL ({})", dir.display()),
         })
     }
@@ -138,7 +153,12 @@ impl AutoencoderKL {
         &self.config
     }
 
-    /// `vae.decode(latents).sample`: `latents` `[B, latent_channels, h, w]` float32, already
+    /// The parameters' dtype (diffusers' `vae.dtype`).
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// `vae.decode(latents).sample`: `latents` `[B, latent_channels, h, w]` in the VAE's dtype, already
     /// divided by `scaling_factor` as the pipeline does; returns `[B, out_channels, 8h, 8w]`
     /// (for SDXL's four blocks) in about [-1, 1].
     pub fn decode(&self, latents: &Tensor) -> Result<Tensor> {
@@ -151,7 +171,8 @@ impl AutoencoderKL {
         self.decoder.forward(&z)
     }
 
-    /// `vae.encode(image).latent_dist`: `image` `[B, in_channels, H, W]` float32 in [-1, 1].
+    /// `vae.encode(image).latent_dist`: `image` `[B, in_channels, H, W]` in the VAE's dtype, in
+    /// [-1, 1].
     pub fn encode(&self, image: &Tensor) -> Result<DiagonalGaussian> {
         self.check_input(image, "image", self.config.in_channels)?;
         let _guard = tch::no_grad_guard();
@@ -171,8 +192,8 @@ impl AutoencoderKL {
             Some(format!("expected {channels} channels"))
         } else if size[0] == 0 || size[2] == 0 || size[3] == 0 {
             Some("expected a non-empty batch and spatial size".to_owned())
-        } else if input.kind() != Kind::Float {
-            Some("expected float32 (the worker runs the VAE in float32)".to_owned())
+        } else if input.kind() != self.kind {
+            Some(format!("expected {:?}, the VAE's dtype", self.kind))
         } else {
             None
         };
