@@ -178,17 +178,13 @@ impl Mapper<'_> {
             Dialect::ActionRequest => "/request",
             Dialect::ActionRequestData => "/request_data",
             Dialect::ActionParameters => {
-                let name = match canonical {
-                    "/conditioning/prompt" => "prompt",
-                    "/conditioning/negativePrompt" => "negative_prompt",
-                    "/hyperparameters/width" => "width",
-                    "/hyperparameters/height" => "height",
-                    "/scheduler/steps" => "steps",
-                    "/hyperparameters/guidanceScale" => "guidance_scale",
-                    "/hyperparameters/seed" => "seed",
-                    _ => return format!("/parameters{canonical}"),
+                return match crate::csharp::GENERATE_IMAGE_PARAMETERS
+                    .iter()
+                    .find(|(_, c)| *c == canonical)
+                {
+                    Some((parameter, _)) => format!("/parameters/{parameter}"),
+                    None => format!("/parameters{canonical}"),
                 };
-                return format!("/parameters/{name}");
             }
         };
         format!("{prefix}{canonical}")

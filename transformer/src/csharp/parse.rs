@@ -567,41 +567,60 @@ fn parse_post_step(ctx: &mut Ctx, at: At<'_>, l: &mut Loc<'_>) -> Option<PostPro
     Some(step)
 }
 
+/// `generate_image`'s parameters (snake_case, as C# sends them) and the request fields they fill;
+/// also where the mapping points when one is missing.
+pub(crate) const GENERATE_IMAGE_PARAMETERS: [(&str, &str); 7] = [
+    ("prompt", "/conditioning/prompt"),
+    ("negative_prompt", "/conditioning/negativePrompt"),
+    ("width", "/hyperparameters/width"),
+    ("height", "/hyperparameters/height"),
+    ("steps", "/scheduler/steps"),
+    ("guidance_scale", "/hyperparameters/guidanceScale"),
+    ("seed", "/hyperparameters/seed"),
+];
+
 /// `generate_image{parameters:{prompt, negative_prompt, width, height, steps, guidance_scale,
 /// seed}}`: read into the same request model, locations pointing into `parameters`.
 fn parse_generate_image(ctx: &mut Ctx, mut r: Reader<'_>, locations: &mut Locations) -> CsRequest {
-    let mut request = CsRequest::default();
-    let mut put = |canonical: &str, path: String| {
-        locations.insert(canonical.to_string(), path);
+    fn keep<T>(
+        locations: &mut Locations,
+        parameter: &str,
+        found: Option<(T, String)>,
+    ) -> Option<T> {
+        let (value, path) = found?;
+        if let Some((_, canonical)) = GENERATE_IMAGE_PARAMETERS
+            .iter()
+            .find(|(p, _)| *p == parameter)
+        {
+            locations.insert((*canonical).to_string(), path);
+        }
+        Some(value)
+    }
+    let conditioning = Conditioning {
+        prompt: keep(locations, "prompt", r.string(ctx, "prompt")),
+        negative_prompt: keep(
+            locations,
+            "negative_prompt",
+            r.string(ctx, "negative_prompt"),
+        ),
+        ..Conditioning::default()
     };
-    if let Some((v, p)) = r.string(ctx, "prompt") {
-        put("/conditioning/prompt", p);
-        request.conditioning.prompt = Some(v);
-    }
-    if let Some((v, p)) = r.string(ctx, "negative_prompt") {
-        put("/conditioning/negativePrompt", p);
-        request.conditioning.negative_prompt = Some(v);
-    }
-    if let Some((v, p)) = r.int(ctx, "width") {
-        put("/hyperparameters/width", p);
-        request.hyperparameters.width = Some(v);
-    }
-    if let Some((v, p)) = r.int(ctx, "height") {
-        put("/hyperparameters/height", p);
-        request.hyperparameters.height = Some(v);
-    }
-    if let Some((v, p)) = r.int(ctx, "steps") {
-        put("/scheduler/steps", p);
-        request.scheduler.steps = Some(v);
-    }
-    if let Some((v, p)) = r.number(ctx, "guidance_scale") {
-        put("/hyperparameters/guidanceScale", p);
-        request.hyperparameters.guidance_scale = Some(v);
-    }
-    if let Some((v, p)) = r.int(ctx, "seed") {
-        put("/hyperparameters/seed", p);
-        request.hyperparameters.seed = Some(v);
-    }
+    let hyperparameters = Hyperparameters {
+        width: keep(locations, "width", r.int(ctx, "width")),
+        height: keep(locations, "height", r.int(ctx, "height")),
+        guidance_scale: keep(locations, "guidance_scale", r.number(ctx, "guidance_scale")),
+        seed: keep(locations, "seed", r.int(ctx, "seed")),
+        ..Hyperparameters::default()
+    };
+    let scheduler = Scheduler {
+        steps: keep(locations, "steps", r.int(ctx, "steps")),
+        ..Scheduler::default()
+    };
     r.finish(ctx);
-    request
+    CsRequest {
+        conditioning,
+        hyperparameters,
+        scheduler,
+        ..CsRequest::default()
+    }
 }
