@@ -378,6 +378,10 @@ impl Scheduler for EulerDiscreteScheduler {
         &self.timesteps
     }
 
+    fn sigmas(&self) -> Option<&Tensor> {
+        Some(&self.sigmas)
+    }
+
     fn timestep_values(&self) -> Vec<f64> {
         self.timestep_values.iter().map(|&t| f64::from(t)).collect()
     }

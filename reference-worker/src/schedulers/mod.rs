@@ -43,6 +43,12 @@ pub trait Scheduler: Send + std::fmt::Debug {
     /// schedulers, int64 for DDIM, DDPM, PNDM, ...).
     fn timesteps(&self) -> &Tensor;
 
+    /// `scheduler.sigmas` (float32) for the classes that keep a sigma table; `None` for the
+    /// others (DDIM, DDPM, PNDM).
+    fn sigmas(&self) -> Option<&Tensor> {
+        None
+    }
+
     /// The timesteps as numbers, in order (each exactly the value in [`Self::timesteps`]).
     fn timestep_values(&self) -> Vec<f64>;
 
@@ -70,6 +76,22 @@ pub trait Scheduler: Send + std::fmt::Debug {
         generators: &mut [Generator],
     ) -> Result<Tensor>;
 }
+
+/// The twelve scheduler classes of PROTOCOL B.4 (diffusers class names), in the table's order.
+pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
+    "DPMSolverMultistepScheduler",
+    "DDIMScheduler",
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "DPMSolverSinglestepScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+    "LMSDiscreteScheduler",
+    "UniPCMultistepScheduler",
+    "PNDMScheduler",
+    "DDPMScheduler",
+];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
 pub const IMPLEMENTED: [&str; 1] = ["EulerDiscreteScheduler"];
