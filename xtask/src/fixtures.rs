@@ -1,6 +1,12 @@
-//! `cargo xtask fixtures [--check]`: regenerates `fixtures/models/` with
-//! `fixtures/oracle/make_tiny_sdxl.py` (run by the venv's Python); `--check` regenerates into a
-//! temporary directory and fails listing every file that differs, is missing or is extra.
+//! `cargo xtask fixtures [--check]`: regenerates every generated fixture tree with its committed
+//! script (run by the venv's Python):
+//!
+//! - `fixtures/models/` by `fixtures/oracle/make_tiny_sdxl.py` (the tiny SDXL model);
+//! - `fixtures/schedulers/` by `fixtures/oracle/dump_schedulers.py` (diffusers' scheduler tables
+//!   and step outputs, the schedulers' unit-parity fixture).
+//!
+//! `--check` regenerates into a temporary directory and fails listing every file that differs, is
+//! missing or is extra.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,8 +17,27 @@ use anyhow::{bail, Context, Result};
 
 use crate::{project_root, run_checked, setup};
 
-const SCRIPT: &str = "fixtures/oracle/make_tiny_sdxl.py";
-const MODELS: &str = "fixtures/models";
+/// One committed tree of generated files.
+struct Generated {
+    /// The committed folder, relative to the project root.
+    dir: &'static str,
+    script: &'static str,
+    /// Arguments before the output folder.
+    args: &'static [&'static str],
+}
+
+const GENERATED: [Generated; 2] = [
+    Generated {
+        dir: "fixtures/models",
+        script: "fixtures/oracle/make_tiny_sdxl.py",
+        args: &["--out-dir"],
+    },
+    Generated {
+        dir: "fixtures/schedulers",
+        script: "fixtures/oracle/dump_schedulers.py",
+        args: &[],
+    },
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     let check = match args {
@@ -27,26 +52,42 @@ pub fn run(args: &[String]) -> Result<()> {
     let scratch =
         std::env::temp_dir().join(format!("sdxl-harness-fixtures-{}", std::process::id()));
     let _ = fs::remove_dir_all(&scratch);
-    fs::create_dir_all(&scratch)
-        .with_context(|| format!("could not create {}", scratch.display()))?;
-    let result = generate(&scratch).and_then(|()| {
-        let models = root.join(MODELS);
-        let diff = compare(&models, &scratch)?;
-        if check {
-            report_check(&diff)
-        } else {
-            replace(&models, &scratch, &diff)
+    let mut stale = 0;
+    for generated in &GENERATED {
+        let fresh = scratch.join(generated.dir);
+        fs::create_dir_all(&fresh)
+            .with_context(|| format!("could not create {}", fresh.display()))?;
+        let result = generate(generated, &fresh).and_then(|()| {
+            let committed = root.join(generated.dir);
+            let diff = compare(&committed, &fresh)?;
+            if check {
+                Ok(report_check(generated.dir, &diff))
+            } else {
+                replace(generated.dir, &committed, &fresh, &diff).map(|()| 0)
+            }
+        });
+        match result {
+            Ok(count) => stale += count,
+            Err(error) => {
+                let _ = fs::remove_dir_all(&scratch);
+                return Err(error);
+            }
         }
-    });
+    }
     let _ = fs::remove_dir_all(&scratch);
-    result
+    if stale > 0 {
+        bail!(
+            "{stale} fixture file(s) are stale; run `cargo xtask fixtures` and commit the result"
+        );
+    }
+    Ok(())
 }
 
-fn generate(out_dir: &Path) -> Result<()> {
+fn generate(generated: &Generated, out_dir: &Path) -> Result<()> {
     run_checked(
         Command::new(setup::venv_python())
-            .arg(SCRIPT)
-            .arg("--out-dir")
+            .arg(generated.script)
+            .args(generated.args)
             .arg(out_dir)
             .stdout(Stdio::from(std::io::stderr())),
     )
@@ -87,30 +128,22 @@ fn compare(committed: &Path, fresh: &Path) -> Result<Diff> {
     Ok(diff)
 }
 
-fn report_check(diff: &Diff) -> Result<()> {
-    let stale = diff.changed.len() + diff.missing.len() + diff.extra.len();
+/// Prints what is stale under `dir`; returns how many files are.
+fn report_check(dir: &str, diff: &Diff) -> usize {
     for path in &diff.changed {
-        eprintln!("fixtures: differs: {MODELS}/{}", path.display());
+        eprintln!("fixtures: differs: {dir}/{}", path.display());
     }
     for path in &diff.missing {
-        eprintln!("fixtures: missing: {MODELS}/{}", path.display());
+        eprintln!("fixtures: missing: {dir}/{}", path.display());
     }
     for path in &diff.extra {
-        eprintln!(
-            "fixtures: extra (not generated): {MODELS}/{}",
-            path.display()
-        );
+        eprintln!("fixtures: extra (not generated): {dir}/{}", path.display());
     }
-    if stale > 0 {
-        bail!(
-            "{stale} fixture file(s) are stale; run `cargo xtask fixtures` and commit the result"
-        );
-    }
-    eprintln!("fixtures: {} files up to date", diff.unchanged);
-    Ok(())
+    eprintln!("fixtures: {dir}: {} files up to date", diff.unchanged);
+    diff.changed.len() + diff.missing.len() + diff.extra.len()
 }
 
-fn replace(models: &Path, fresh: &Path, diff: &Diff) -> Result<()> {
+fn replace(dir: &str, models: &Path, fresh: &Path, diff: &Diff) -> Result<()> {
     for path in &diff.extra {
         let target = models.join(path);
         fs::remove_file(&target)
@@ -129,7 +162,7 @@ fn replace(models: &Path, fresh: &Path, diff: &Diff) -> Result<()> {
         remove_empty_dirs(models)?;
     }
     eprintln!(
-        "fixtures: {} added, {} changed, {} removed, {} unchanged",
+        "fixtures: {dir}: {} added, {} changed, {} removed, {} unchanged",
         diff.missing.len(),
         diff.changed.len(),
         diff.extra.len(),
