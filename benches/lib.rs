@@ -42,6 +42,21 @@ pub const TINY_SDXL: &str = "fixtures/models/tiny-sdxl";
 /// (a Python v2 envelope; criterion, diffusers and both cold-start CLIs render this same file).
 pub const RENDER_REQUEST: &str = "benches/requests/render_256_euler_20.json";
 
+/// Steps of the per-scheduler render benches (issue 5): the bench request re-rendered with each
+/// scheduler class of PROTOCOL B.4 (`transformer::schedulers::class_names`), this many steps.
+/// Heun and KDPM2 evaluate the UNet about twice per step, as diffusers does.
+pub const SCHEDULER_BENCH_STEPS: usize = 8;
+
+/// Where the render bench writes `unet_evaluations.json` (`{"<Class>": count}`, the UNet passes
+/// each scheduler's render made) when set; `cargo xtask bench` sets it and prints the counts beside
+/// diffusers'.
+pub const REPORT_DIR_ENV: &str = "SDXL_BENCH_REPORT_DIR";
+
+/// Criterion's id of the per-scheduler render bench of `class_name`.
+pub fn scheduler_bench_id(class_name: &str) -> String {
+    format!("schedulers/{class_name}")
+}
+
 /// The intra-op thread count `cargo xtask bench` gives every side (criterion's libtorch through
 /// `tch::set_num_threads`, diffusers through `torch.set_num_threads`, the cold-start processes
 /// through `OMP_NUM_THREADS`), so that the ratios compare equal hardware. Unset: libtorch's

@@ -1,5 +1,5 @@
-//! The reference worker on the tiny SDXL model: pipeline load, one UNet step and a 20-step
-//! 256×256 Euler render. `cargo xtask bench` runs diffusers on the same cases in the same run and
+//! The reference worker on the tiny SDXL model: pipeline load, one UNet step, a 20-step 256×256
+//! Euler render, and the same render with each scheduler class (`schedulers/<Class>`). `cargo xtask bench` runs diffusers on the same cases in the same run and
 //! prints the ratios.
 //!
 //! The thread count is libtorch's default unless `SDXL_BENCH_THREADS` is set (xtask sets it, and
@@ -9,7 +9,9 @@ use std::hint::black_box;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use benches::{bench_threads, project_root, RENDER_REQUEST, TINY_SDXL};
+use benches::{
+    bench_threads, project_root, RENDER_REQUEST, REPORT_DIR_ENV, SCHEDULER_BENCH_STEPS, TINY_SDXL,
+};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode};
 use reference_worker::config::{ClipTextConfig, UNet2DConditionConfig};
 use reference_worker::pipeline::{Pipeline, RenderRequest};
@@ -163,5 +165,36 @@ fn render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, load, unet_step, render);
+/// `Pipeline::render` of the bench request with each scheduler of PROTOCOL B.4 and
+/// [`SCHEDULER_BENCH_STEPS`] steps; the UNet evaluations each makes are printed beside it.
+fn render_per_scheduler(c: &mut Criterion) {
+    set_threads();
+    let pipeline = or_die(Pipeline::load(&model_root()), "Pipeline::load");
+    let base = render_request();
+    let mut group = c.benchmark_group("schedulers");
+    group
+        .sample_size(10)
+        .sampling_mode(SamplingMode::Flat)
+        .warm_up_time(Duration::from_millis(1));
+    let mut evaluations_by_class = serde_json::Map::new();
+    for class in transformer::schedulers::class_names() {
+        let mut request = base.clone();
+        request.scheduler = Some(class.to_owned());
+        request.num_inference_steps = SCHEDULER_BENCH_STEPS;
+        let evaluations = or_die(pipeline.render(&request), class).unet_evaluations;
+        eprintln!("{class}: {evaluations} UNet evaluations for {SCHEDULER_BENCH_STEPS} steps");
+        evaluations_by_class.insert(class.to_owned(), evaluations.into());
+        group.bench_function(class, |b| {
+            b.iter(|| or_die(pipeline.render(black_box(&request)), class))
+        });
+    }
+    group.finish();
+    if let Some(dir) = std::env::var_os(REPORT_DIR_ENV) {
+        let path = Path::new(&dir).join("unet_evaluations.json");
+        let text = serde_json::Value::Object(evaluations_by_class).to_string();
+        or_die(std::fs::write(&path, text), &path.display().to_string());
+    }
+}
+
+criterion_group!(benches, load, unet_step, render, render_per_scheduler);
 criterion_main!(benches);

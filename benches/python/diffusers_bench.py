@@ -7,6 +7,10 @@ Run by `cargo xtask bench`. Prints one JSON object:
 {"diffusers": {"load": {"median_s": …, "runs": K}, "render": {"median_s": …, "runs": K}},
  "threads": N, "versions": {…}}.
 
+With `--schedulers A,B --scheduler-steps S`, also the render with each scheduler class and S steps
+(`diffusers.schedulers.<schedulers>`, `{median_s, unet_calls}`), the UNet calls counted by a
+forward pre-hook.
+
 Method (as `validate_jsonschema.py`: repeated runs, median), in one process after one untimed
 warm-up of each (criterion warms up too):
 - load: `StableDiffusionXLPipeline.from_pretrained(model, torch_dtype=float32,
@@ -54,6 +58,8 @@ def main() -> None:
     parser.add_argument("--request", required=True, type=Path)
     parser.add_argument("--threads", required=True, type=int)
     parser.add_argument("--runs", type=int, default=10)
+    parser.add_argument("--schedulers", default="", help="comma-separated scheduler classes to time")
+    parser.add_argument("--scheduler-steps", type=int, default=8)
     args = parser.parse_args()
 
     oracle = load_oracle()
@@ -92,10 +98,24 @@ def main() -> None:
 
     render_median = median_s(render, args.runs)  # `pipe.__call__` runs under torch.no_grad()
 
+    # The same render with each scheduler class, counting the UNet's forward passes.
+    unet_calls = [0]
+    pipe.unet.register_forward_pre_hook(lambda *_: unet_calls.__setitem__(0, unet_calls[0] + 1))
+    schedulers = {}
+    for name in filter(None, args.schedulers.split(",")):
+        # render() reads both at call time: the class it builds, the steps it asks for.
+        scheduler_class = getattr(oracle.diffusers, name)
+        hyper["num_inference_steps"] = args.scheduler_steps
+        unet_calls[0] = 0
+        render()
+        calls = unet_calls[0]
+        schedulers[name] = {"median_s": median_s(render, args.runs), "unet_calls": calls}
+
     print(json.dumps({
         "diffusers": {
             "load": {"median_s": load_median, "runs": args.runs},
             "render": {"median_s": render_median, "runs": args.runs},
+            "schedulers": schedulers,
         },
         "threads": torch.get_num_threads(),
         "versions": {

@@ -218,6 +218,9 @@ pub struct Rendered {
     pub images: Vec<RgbImage>,
     pub seeds: Vec<u64>,
     pub scheduler: String,
+    /// UNet forward passes the denoising loop made (one per scheduler timestep; Heun and KDPM2
+    /// have about two per step, as in diffusers).
+    pub unet_evaluations: usize,
     pub seconds: f64,
     /// diffusers' warnings (e.g. a prompt truncated at 77 tokens), for the log.
     pub warnings: Vec<String>,
@@ -354,6 +357,7 @@ impl Pipeline {
 
         // 8. denoising loop.
         let timestep_tensor = scheduler.timesteps().shallow_clone();
+        let mut unet_evaluations = 0;
         for (i, t) in timesteps.iter().enumerate() {
             let latent_model_input = if do_cfg {
                 Tensor::f_cat(&[&latents, &latents], 0)?
@@ -368,6 +372,7 @@ impl Pipeline {
                 &add_text_embeds,
                 &add_time_ids_all,
             )?;
+            unet_evaluations += 1;
             let noise_pred = if do_cfg {
                 let chunks = noise_pred.f_chunk(2, 0)?;
                 let (uncond, text) = (&chunks[0], &chunks[1]);
@@ -386,6 +391,7 @@ impl Pipeline {
             images,
             seeds: request.seeds.clone(),
             scheduler: class,
+            unet_evaluations,
             seconds: started.elapsed().as_secs_f64(),
             warnings: encoded.truncation_warnings,
         })

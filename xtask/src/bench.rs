@@ -191,6 +191,8 @@ fn render_threads() -> Result<i32> {
 fn render(venv: &Path, target_dir: &Path, effort: &Effort) -> Result<()> {
     let root = project_root();
     let threads = render_threads()?.to_string();
+    let scratch = target_dir.join("xtask-bench");
+    std::fs::create_dir_all(&scratch)?;
     let model = root.join(benches::TINY_SDXL);
     let request = root.join(benches::RENDER_REQUEST);
 
@@ -199,9 +201,11 @@ fn render(venv: &Path, target_dir: &Path, effort: &Effort) -> Result<()> {
             .args(["bench", "-p", "benches", "--bench", "render", "--"])
             .args(["--warm-up-time", "1"])
             .args(["--measurement-time", effort.measurement_secs])
-            .arg("reference_worker/")
-            .env(benches::THREADS_ENV, &threads),
+            .arg("reference_worker/|schedulers/")
+            .env(benches::THREADS_ENV, &threads)
+            .env(benches::REPORT_DIR_ENV, &scratch),
     )?;
+    let classes: Vec<&str> = transformer::schedulers::class_names().collect();
 
     let python = venv.join("bin/python");
     let mut diffusers = Command::new(&python);
@@ -213,6 +217,11 @@ fn render(venv: &Path, target_dir: &Path, effort: &Effort) -> Result<()> {
         .arg(&request)
         .args(["--threads", &threads])
         .args(["--runs", &effort.python_runs.to_string()])
+        .args(["--schedulers", &classes.join(",")])
+        .args([
+            "--scheduler-steps",
+            &benches::SCHEDULER_BENCH_STEPS.to_string(),
+        ])
         .current_dir(&root);
     eprintln!("$ {diffusers:?}");
     let output = diffusers
@@ -234,7 +243,7 @@ fn render(venv: &Path, target_dir: &Path, effort: &Effort) -> Result<()> {
 
     run_checked(Command::new("cargo").args(["build", "--release", "-p", "reference-worker"]))?;
     let worker = target_dir.join("release/reference-worker");
-    let scratch = target_dir.join("xtask-bench/cold-start");
+    let scratch = scratch.join("cold-start");
     let mut worker_runs = Vec::new();
     let mut oracle_runs = Vec::new();
     // Alternating, so that a change in the machine's load falls on both sides alike.
@@ -313,6 +322,7 @@ fn render(venv: &Path, target_dir: &Path, effort: &Effort) -> Result<()> {
             ratio
         );
     }
+    scheduler_table(target_dir, &classes, &report)?;
     let unet_step_ms = criterion_median_ns(target_dir, "reference_worker/unet_step")? / 1e6;
     println!(
         "(one UNet step, batch 2 at 256×256: {unet_step_ms:.2} ms; {threads} intra-op thread(s) \
@@ -324,6 +334,52 @@ fn render(venv: &Path, target_dir: &Path, effort: &Effort) -> Result<()> {
         report["versions"]["diffusers"].as_str().unwrap_or("?"),
         report["versions"]["python"].as_str().unwrap_or("?"),
     );
+    Ok(())
+}
+
+/// Issue 5: each scheduler's render time against diffusers', and the UNet passes on each side.
+fn scheduler_table(target_dir: &Path, classes: &[&str], report: &Value) -> Result<()> {
+    let path = target_dir.join("xtask-bench/unet_evaluations.json");
+    let evaluations: Value = serde_json::from_slice(
+        &std::fs::read(&path)
+            .with_context(|| format!("the render bench wrote no {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    println!(
+        "\n{:<34} {:>12} {:>16} {:>9} {:>14}  ({} steps, 256², CFG)",
+        "scheduler",
+        "rust median",
+        "diffusers median",
+        "ratio",
+        "UNet rust/py",
+        benches::SCHEDULER_BENCH_STEPS
+    );
+    for class in classes {
+        let rust_s = criterion_median_ns(target_dir, &benches::scheduler_bench_id(class))? / 1e9;
+        let theirs = &report["diffusers"]["schedulers"][*class];
+        let diffusers_s = theirs["median_s"]
+            .as_f64()
+            .with_context(|| format!("the diffusers bench reported no {class} median"))?;
+        let ours = evaluations[*class]
+            .as_u64()
+            .with_context(|| format!("{} has no count for {class}", path.display()))?;
+        let calls = theirs["unet_calls"]
+            .as_u64()
+            .with_context(|| format!("the diffusers bench counted no UNet calls for {class}"))?;
+        println!(
+            "{class:<34} {:>12} {:>16} {:>8.3}× {:>9}/{:<4}{}",
+            seconds(rust_s),
+            seconds(diffusers_s),
+            rust_s / diffusers_s,
+            ours,
+            calls,
+            if ours == calls {
+                ""
+            } else {
+                "  UNet calls DIFFER"
+            }
+        );
+    }
     Ok(())
 }
 
