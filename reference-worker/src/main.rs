@@ -46,6 +46,17 @@ enum Command {
         #[arg(long)]
         out_dir: PathBuf,
     },
+    /// Speak the worker protocol's framing (PROTOCOL B.10): read one inference request envelope
+    /// per stdin line, render it into --out-dir/<request_id>/image_<i>.png, print one reply line
+    /// (PROTOCOL A.6, or the error reply) per request on stdout. The pipeline is loaded once.
+    Serve {
+        /// A diffusers pipeline folder (with model_index.json).
+        #[arg(long)]
+        model: PathBuf,
+        /// Where each request's images folder is created.
+        #[arg(long)]
+        out_dir: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -57,6 +68,7 @@ fn main() -> ExitCode {
             request,
             out_dir,
         } => return render::run(&model, &request, &out_dir),
+        Command::Serve { model, out_dir } => return render::serve(&model, &out_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -362,3 +362,83 @@ fn missing_model_folder_exits_2_naming_it() {
     let run = scratch.render();
     assert_refused(&run, &["model_index.json"]);
 }
+
+/// `serve`: one reply line per request line, in order, each with its request id; a bad line gets
+/// the error reply and the worker goes on; images land in `<out-dir>/<request_id>/` and equal
+/// what `render` writes for the same request.
+#[test]
+fn serve_answers_each_line_and_goes_on_after_a_bad_one() {
+    let request = small_request();
+    let scratch = Scratch::new(&request);
+    let rendered = scratch.render();
+    assert_eq!(rendered.code(), Some(0), "{rendered}");
+
+    let mut second = request.clone();
+    second["request_id"] = json!("second-request");
+    let mut bad = request.clone();
+    bad["request_id"] = json!("bad-request");
+    bad["data"]["hyperparameters"]["num_inference_steps"] = json!(0);
+    let input = format!("{request}\n\n{bad}\nnot json\n{second}\n");
+    let serve_out = scratch.dir.path().join("serve-out");
+    let binary = env!("CARGO_BIN_EXE_reference-worker");
+    let mut child = std::process::Command::new(binary)
+        .args(["serve", "--model"])
+        .arg(scratch.model())
+        .arg("--out-dir")
+        .arg(&serve_out)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("reference-worker serve");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write requests");
+    let output = child.wait_with_output().expect("serve output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "serve failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON reply line"))
+        .collect();
+    assert_eq!(replies.len(), 4, "one reply per non-blank line: {stdout}");
+    assert_eq!(replies[0]["request_id"], "render-cli-test");
+    assert_eq!(replies[0]["success"], true);
+    assert_eq!(replies[1]["request_id"], "bad-request");
+    assert_eq!(replies[1]["success"], false);
+    assert!(
+        replies[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("/data/hyperparameters/num_inference_steps")),
+        "{}",
+        replies[1]
+    );
+    assert_eq!(replies[2]["success"], false);
+    assert_eq!(replies[2]["request_id"], Value::Null);
+    assert_eq!(replies[3]["request_id"], "second-request");
+    assert_eq!(replies[3]["success"], true);
+    for reply in [&replies[0], &replies[3]] {
+        transformer::Schema::PythonReply
+            .validate(reply)
+            .unwrap_or_else(|e| panic!("{reply}: {}", e.to_json_line()));
+    }
+    for (id, i) in [
+        ("render-cli-test", 0),
+        ("render-cli-test", 1),
+        ("second-request", 1),
+    ] {
+        let served = std::fs::read(serve_out.join(id).join(format!("image_{i}.png")))
+            .expect("a served image");
+        let single = std::fs::read(scratch.out_dir().join(format!("image_{i}.png")))
+            .expect("the rendered image");
+        assert!(served == single, "{id} image {i} differs from `render`'s");
+    }
+}
