@@ -10,6 +10,7 @@ use anyhow::{bail, Context, Result};
 mod bench;
 mod conformance;
 mod fixtures;
+mod goldens;
 mod parity;
 mod schema_check;
 mod setup;
@@ -22,6 +23,7 @@ commands:
   setup            the Python venv (requirements.txt, cached by hash) and the release binaries
   fixtures         regenerate fixtures/models/ with fixtures/oracle/ (--check: fail if stale)
   parity           render fixtures/parity/cases with the reference worker and diffusers, compare (≥ 40 dB)
+  regenerate-goldens  render the golden matrix into golden/ (--check: compare instead; --filter, --shard K/N)
   conformance      the main job: transform every fixture and print the coverage table
   test             everything CI gates on (tests, clippy, fmt, snapshot and fixture checks)
   bench            criterion benches side by side with the Python reference, as ratios
@@ -52,6 +54,7 @@ fn run(args: &[String]) -> Result<()> {
         "bench" => bench::run(rest),
         "fixtures" => fixtures::run(rest),
         "parity" => parity::run(rest),
+        "regenerate-goldens" => goldens::run(rest),
         "schema-check" => schema_check::run(rest),
         other => bail!("unknown command `{other}`\n\n{USAGE}"),
     };

@@ -1,0 +1,156 @@
+//! The golden matrix (issue 7): which requests have a golden image, generated from the protocol's
+//! own tables so that a scheduler added to PROTOCOL B.4 gets its goldens without an edit here.
+//!
+//! Axes (issue 7): every scheduler class (`transformer::schedulers::class_names`, 12) × {no LoRA,
+//! one LoRA, two LoRAs} × {no ControlNet, ControlNet}, plus single cases for the features that are
+//! not an axis (a batch of two, a non-square size). Only the "no LoRA, no ControlNet" column
+//! exists yet: the reference worker cannot load LoRA or ControlNet files until issue 6 lands, and
+//! a golden of a feature the worker refuses could not be rendered.
+
+use serde_json::{json, Value};
+
+/// The tiny model every golden renders with (a committed fixture).
+pub const MODEL: &str = "fixtures/models/tiny-sdxl";
+
+/// One golden case: its name (also its PNG's stem), the Python v2 request it renders and the
+/// features it exercises (for the conformance table).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Case {
+    pub name: String,
+    pub features: Vec<String>,
+    pub request: Value,
+}
+
+impl Case {
+    /// Images the request asks for (`batch.size`).
+    pub fn image_count(&self) -> usize {
+        self.request["data"]["batch"]["size"].as_u64().unwrap_or(1) as usize
+    }
+
+    /// The PNG file names of this case under `golden/`: `<name>.png`, or `<name>.<i>.png` for a
+    /// batch.
+    pub fn png_names(&self) -> Vec<String> {
+        match self.image_count() {
+            1 => vec![format!("{}.png", self.name)],
+            n => (0..n).map(|i| format!("{}.{i}.png", self.name)).collect(),
+        }
+    }
+}
+
+/// The scheduler part of a case name: the class name without `Scheduler`, lower-cased.
+fn short(class: &str) -> String {
+    class.trim_end_matches("Scheduler").to_ascii_lowercase()
+}
+
+/// The request every case starts from: 256×256, five steps, CFG, a fixed seed.
+fn base_request(name: &str, scheduler: &str) -> Value {
+    json!({
+        "message_type": "inference_request",
+        "request_id": name,
+        "data": {
+            "worker_type": "enhanced_sdxl_worker",
+            "prompt": "a lighthouse on a cliff at dusk, oil painting",
+            "negative_prompt": "blurry, low quality",
+            "model_name": MODEL,
+            "models": {"base": MODEL},
+            "hyperparameters": {"num_inference_steps": 5, "guidance_scale": 7.0, "seed": 20261128},
+            "dimensions": {"width": 256, "height": 256},
+            "scheduler": scheduler,
+            "output": {"format": "png", "quality": 95},
+            "batch": {"size": 1}
+        }
+    })
+}
+
+/// Every golden case, sorted by name.
+pub fn matrix() -> Vec<Case> {
+    let mut cases = Vec::new();
+    // The matrix's "no LoRA, no ControlNet" column; the names keep the axes so that the LoRA
+    // and ControlNet columns can join without renaming these.
+    for class in transformer::schedulers::class_names() {
+        let name = format!("{}-nolora-nocn", short(class));
+        let request = base_request(&name, class);
+        cases.push(Case {
+            name,
+            features: vec![format!("scheduler {class}")],
+            request,
+        });
+    }
+
+    // A batch of two with a stochastic scheduler: image i from its own generator (B.8).
+    let name = "batch2-eulerancestraldiscrete".to_owned();
+    let mut request = base_request(&name, "EulerAncestralDiscreteScheduler");
+    request["data"]["batch"]["size"] = json!(2);
+    cases.push(Case {
+        name,
+        features: vec!["batch of 2".into()],
+        request,
+    });
+
+    // A non-square size, with karras sigmas and trailing spacing on the default solver.
+    let name = "nonsquare-256x320-dpmsolvermultistep-karras-trailing".to_owned();
+    let mut request = base_request(&name, "DPMSolverMultistepScheduler");
+    request["data"]["dimensions"] = json!({"width": 256, "height": 320});
+    request["data"]["scheduler_options"] =
+        json!({"use_karras_sigmas": true, "timestep_spacing": "trailing"});
+    cases.push(Case {
+        name,
+        features: vec!["non-square size".into(), "scheduler options".into()],
+        request,
+    });
+
+    cases.sort_by(|a, b| a.name.cmp(&b.name));
+    cases
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_case_is_a_valid_v2_request_with_a_unique_name() {
+        let cases = matrix();
+        assert!(cases.len() >= 14);
+        let mut names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
+        names.dedup();
+        assert_eq!(names.len(), cases.len(), "duplicate case names");
+        for case in &cases {
+            assert_eq!(case.request["request_id"], case.name.as_str());
+            if let Err(errors) = transformer::Schema::PythonRequest.validate(&case.request) {
+                panic!("{}: {}", case.name, errors.to_json_line());
+            }
+            assert!(case
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)));
+        }
+    }
+
+    #[test]
+    fn every_protocol_scheduler_has_a_case() {
+        let cases = matrix();
+        for class in transformer::schedulers::class_names() {
+            assert!(
+                cases
+                    .iter()
+                    .any(|c| c.request["data"]["scheduler"] == class),
+                "{class} has no golden"
+            );
+        }
+    }
+
+    #[test]
+    fn batch_cases_name_one_png_per_image() {
+        let case = matrix()
+            .into_iter()
+            .find(|c| c.image_count() == 2)
+            .expect("a batch case");
+        assert_eq!(
+            case.png_names(),
+            vec![
+                format!("{}.0.png", case.name),
+                format!("{}.1.png", case.name)
+            ]
+        );
+    }
+}
