@@ -1,8 +1,12 @@
-//! `cargo xtask parity [--json] [--filter TEXT]`: renders every case of `fixtures/parity/cases/`
-//! with the reference worker and with diffusers (`fixtures/oracle/render.py`, one process for all
-//! cases) on the same tiny model, and compares the PNGs pixel by pixel: one line per case with the
-//! maximum absolute 8-bit difference and the PSNR. Fails when any image is below 40 dB (or has
-//! another size, or is missing).
+//! `cargo xtask parity [--json] [--filter TEXT] [--goldens]`: renders every case of
+//! `fixtures/parity/cases/` with the reference worker and with diffusers
+//! (`fixtures/oracle/render.py`, one process for all cases) on the same tiny model, and compares
+//! the PNGs pixel by pixel: one line per case with the maximum absolute 8-bit difference and the
+//! PSNR. Fails when any image is below 40 dB (or has another size, or is missing).
+//!
+//! `--goldens` compares the committed goldens (`golden/`, issue 7) with diffusers instead: every
+//! case of `golden/manifest.json` rendered by diffusers from the manifest's request, against the
+//! golden PNG.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -26,16 +30,28 @@ pub struct Comparison {
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut json_output = false;
+    let mut goldens = false;
     let mut filter: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
         match arg.as_str() {
             "--json" => json_output = true,
+            "--goldens" => goldens = true,
             "--filter" => filter = Some(it.next().context("--filter needs a value")?.clone()),
-            other => bail!("unknown argument `{other}` (expected --json, --filter TEXT)"),
+            other => {
+                bail!("unknown argument `{other}` (expected --json, --filter TEXT, --goldens)")
+            }
         }
     }
     let venv = setup::ensure()?;
+    if goldens {
+        let rows = golden_rows(&venv, filter.as_deref())?;
+        return report(
+            rows,
+            json_output,
+            &project_root().join("target/parity-goldens"),
+        );
+    }
     run_checked(Command::new("cargo").args(["build", "--release", "-p", "reference-worker"]))?;
     let root = project_root();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/parity/cases"))?
@@ -68,7 +84,6 @@ pub fn run(args: &[String]) -> Result<()> {
 
     let worker = root.join("target/release/reference-worker");
     let mut rows = Vec::new();
-    let mut failures = 0;
     for case in &cases {
         let name = case
             .file_stem()
@@ -103,24 +118,93 @@ pub fn run(args: &[String]) -> Result<()> {
             } else {
                 name.clone()
             };
-            let row = match compare_files(&ours, &theirs) {
-                Ok(c) => {
-                    let pass = c.psnr_db >= MIN_PSNR_DB;
-                    if !pass {
-                        failures += 1;
-                    }
-                    json!({"case": label, "scheduler": scheduler, "max_abs_diff": c.max_abs_diff,
-                           "psnr_db": if c.psnr_db.is_finite() { json!(c.psnr_db) } else { json!("inf") },
-                           "bit_identical": c.max_abs_diff == 0, "pass": pass})
-                }
-                Err(e) => {
-                    failures += 1;
-                    json!({"case": label, "scheduler": scheduler, "error": format!("{e:#}"), "pass": false})
-                }
-            };
-            rows.push(row);
+            rows.push(row(&label, &scheduler, &ours, &theirs));
         }
     }
+    report(rows, json_output, &out)
+}
+
+/// The goldens against diffusers: each manifest request rendered by the oracle, compared with the
+/// golden PNGs.
+fn golden_rows(venv: &Path, filter: Option<&str>) -> Result<Vec<Value>> {
+    let root = project_root();
+    let manifest_path = root.join(crate::goldens::MANIFEST);
+    let manifest: Value = serde_json::from_slice(
+        &std::fs::read(&manifest_path)
+            .with_context(|| format!("cannot read {}", manifest_path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", manifest_path.display()))?;
+    let out = root.join("target/parity-goldens");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("requests"))?;
+    let mut requests = Vec::new();
+    let mut entries = Vec::new();
+    for entry in manifest["cases"]
+        .as_array()
+        .context("manifest without cases")?
+    {
+        let name = entry["name"].as_str().context("a case without a name")?;
+        if filter.is_some_and(|f| !name.contains(f)) {
+            continue;
+        }
+        let path = out.join("requests").join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&entry["request"])?)?;
+        requests.push(path);
+        entries.push(entry.clone());
+    }
+    if entries.is_empty() {
+        bail!("no golden matches");
+    }
+    let mut oracle = Command::new(venv.join("bin/python"));
+    oracle
+        .arg(root.join("fixtures/oracle/render.py"))
+        .arg("--model")
+        .arg(root.join(MODEL))
+        .arg("--out-dir")
+        .arg(out.join("diffusers"))
+        .args(&requests)
+        // The goldens are rendered with one intra-op thread (goldens/mod.rs); so is diffusers here.
+        .env("SDXL_ORACLE_THREADS", "1");
+    run_quiet(&mut oracle, "the diffusers oracle")?;
+    let mut rows = Vec::new();
+    for entry in &entries {
+        let name = entry["name"].as_str().unwrap_or_default();
+        let scheduler = entry["request"]["data"]["scheduler"]
+            .as_str()
+            .unwrap_or("(model default)");
+        let images = entry["images"]
+            .as_array()
+            .context("a case without images")?;
+        for (i, image) in images.iter().enumerate() {
+            let png = image["png"].as_str().context("an image without a png")?;
+            let ours = root.join(crate::goldens::GOLDEN_DIR).join(png);
+            let theirs = out
+                .join("diffusers")
+                .join(name)
+                .join(format!("image_{i}.png"));
+            rows.push(row(png, scheduler, &ours, &theirs));
+        }
+    }
+    Ok(rows)
+}
+
+/// One compared image: PSNR, max difference, pass (≥ [`MIN_PSNR_DB`]).
+fn row(label: &str, scheduler: &str, ours: &Path, theirs: &Path) -> Value {
+    match compare_files(ours, theirs) {
+        Ok(c) => {
+            json!({"case": label, "scheduler": scheduler, "max_abs_diff": c.max_abs_diff,
+                   "psnr_db": if c.psnr_db.is_finite() { json!(c.psnr_db) } else { json!("inf") },
+                   "bit_identical": c.max_abs_diff == 0, "pass": c.psnr_db >= MIN_PSNR_DB})
+        }
+        Err(e) => {
+            json!({"case": label, "scheduler": scheduler, "error": format!("{e:#}"), "pass": false})
+        }
+    }
+}
+
+/// Prints the rows (a table, or JSON) and fails when any image failed.
+fn report(rows: Vec<Value>, json_output: bool, out: &Path) -> Result<()> {
+    let failures = rows.iter().filter(|r| r["pass"] != true).count();
     let identical = rows.iter().filter(|r| r["bit_identical"] == true).count();
     if json_output {
         println!(
