@@ -1,6 +1,9 @@
 //! `cargo xtask conformance [--json]`: the main job. Runs every committed C# message and Python
-//! reply fixture through the transformer, checks each against what its folder promises, prints
-//! the field-coverage table and one pass/fail line per feature, and fails when any check fails.
+//! reply fixture through the transformer and checks each against what its folder promises, runs
+//! the seed example end to end (C# → transformer → reference worker → C#), checks every golden
+//! image (`regenerate-goldens --check`), compares the reference worker with diffusers on the
+//! parity cases and on the goldens' requests, prints the field-coverage table and one pass/fail
+//! line per feature, and fails when any check fails.
 //!
 //! Folder promises: `fixtures/requests/{dialects,seed,commands}/` map to a v2-valid message;
 //! `fixtures/requests/invalid/` and `fixtures/replies/invalid/` are rejected with errors that
@@ -15,7 +18,7 @@ use serde_json::{json, Value};
 use transformer::request_map::{transform_request, MapOptions};
 use transformer::{coverage, reply_map, Errors, Schema};
 
-use crate::{project_root, run_checked, setup};
+use crate::{goldens, parity, project_root, run_checked, setup};
 
 /// The seed's own example at 256×256 on the tiny model: the main job's end-to-end request.
 const END_TO_END_REQUEST: &str = "fixtures/requests/seed/seed_example_256.json";
@@ -151,6 +154,39 @@ pub fn run(args: &[String]) -> Result<()> {
         pass: end_to_end.pass,
     });
 
+    // Goldens: every case rendered again and compared with golden/.
+    let golden_check = goldens::verify(goldens::default_jobs())?;
+    for (case, pass, result) in &golden_check.cases {
+        for feature in &case.features {
+            outcomes.push(Outcome {
+                feature: feature.clone(),
+                file: format!("{}/{}", goldens::GOLDEN_DIR, case.png_names().join(", ")),
+                result: format!("golden: {result}"),
+                pass: *pass,
+            });
+        }
+    }
+    // Parity: the reference worker against diffusers, on the parity cases and on the goldens.
+    let venv = setup::ensure()?;
+    let parity_rows = parity::case_rows(&venv, None)?;
+    let golden_parity_rows = parity::golden_rows(&venv, None)?;
+    for (kind, rows) in [
+        ("parity", &parity_rows),
+        ("golden vs diffusers", &golden_parity_rows),
+    ] {
+        for row in rows {
+            outcomes.push(Outcome {
+                feature: format!(
+                    "scheduler {}",
+                    row["scheduler"].as_str().unwrap_or("(model default)")
+                ),
+                file: row["case"].as_str().unwrap_or_default().to_owned(),
+                result: format!("{kind}: {}", parity_result(row)),
+                pass: row["pass"] == true,
+            });
+        }
+    }
+
     let mut features: BTreeMap<String, (usize, usize)> = BTreeMap::new();
     for o in &outcomes {
         let entry = features.entry(o.feature.clone()).or_default();
@@ -166,6 +202,14 @@ pub fn run(args: &[String]) -> Result<()> {
             "fixtures": outcomes.iter().map(|o| json!({"feature": o.feature, "file": o.file, "result": o.result, "pass": o.pass})).collect::<Vec<_>>(),
             "features": features.iter().map(|(f, (p, x))| json!({"feature": f, "passed": p, "failed": x})).collect::<Vec<_>>(),
             "coverage": coverage,
+            "goldens": {"images": golden_check.images, "bit_identical": golden_check.identical,
+                        "render_seconds": golden_check.render_seconds,
+                        "report": golden_check.report},
+            "parity": {"images": parity_rows.len(), "passed": parity::summary(&parity_rows).0,
+                       "bit_identical": parity::summary(&parity_rows).1},
+            "goldens_vs_diffusers": {"images": golden_parity_rows.len(),
+                                     "passed": parity::summary(&golden_parity_rows).0,
+                                     "bit_identical": parity::summary(&golden_parity_rows).1},
             "end_to_end": {"python_request": end_to_end.python_request, "images": end_to_end.images,
                            "csharp_response": end_to_end.csharp_response, "pass": end_to_end.pass},
         });
@@ -191,18 +235,49 @@ pub fn run(args: &[String]) -> Result<()> {
             "{}",
             serde_json::to_string_pretty(&end_to_end.csharp_response)?
         );
+        println!(
+            "\n== goldens: {} image(s) of {} case(s) rendered in {:.1} s, {} bit-identical to golden/{}",
+            golden_check.images,
+            golden_check.cases.len(),
+            golden_check.render_seconds,
+            golden_check.identical,
+            golden_check
+                .report
+                .as_ref()
+                .map(|r| format!("; FAILURES, report: {}", r.display()))
+                .unwrap_or_default()
+        );
+        for (label, rows) in [
+            (
+                "parity with diffusers (fixtures/parity/cases)",
+                &parity_rows,
+            ),
+            ("goldens against diffusers", &golden_parity_rows),
+        ] {
+            let (passed, identical) = parity::summary(rows);
+            let worst = rows
+                .iter()
+                .filter_map(|r| r["psnr_db"].as_f64())
+                .fold(f64::INFINITY, f64::min);
+            println!(
+                "== {label}: {passed} of {} image(s) ≥ {} dB, {identical} bit-identical, lowest PSNR {}",
+                rows.len(),
+                parity::MIN_PSNR_DB,
+                if worst.is_finite() { format!("{worst:.2} dB") } else { "inf".into() }
+            );
+        }
         println!("\n== field coverage (computed by mapping probe messages)");
         print!("{}", coverage.to_text());
         println!("\n== conformance by feature");
-        println!("{:<28} {:>6} {:>6}  result", "feature", "pass", "fail");
+        println!("{:<48} {:>6} {:>6}  result", "feature", "pass", "fail");
         for (feature, (pass, fail)) in &features {
             println!(
-                "{feature:<28} {pass:>6} {fail:>6}  {}",
+                "{feature:<48} {pass:>6} {fail:>6}  {}",
                 if *fail == 0 { "PASS" } else { "FAIL" }
             );
         }
         println!(
-            "{:<28} {:>6} {:>6}  {}",
+            "{:<48} {:>6} {:>6}  {}",
             "seed fields mapped (of 17)",
             coverage.seed_fields_mapped,
             coverage.seed_fields_total - coverage.seed_fields_mapped,
@@ -221,6 +296,18 @@ pub fn run(args: &[String]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A parity row in words: PSNR and whether bit-identical, or its error.
+fn parity_result(row: &Value) -> String {
+    if let Some(error) = row["error"].as_str() {
+        return error.to_owned();
+    }
+    let psnr = match row["psnr_db"].as_f64() {
+        Some(p) => format!("{p:.2} dB"),
+        None => "identical".to_owned(),
+    };
+    format!("max |Δ| {}, {psnr}", row["max_abs_diff"])
 }
 
 /// Every `*.json` below `dir`, sorted.

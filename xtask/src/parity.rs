@@ -52,13 +52,20 @@ pub fn run(args: &[String]) -> Result<()> {
             &project_root().join("target/parity-goldens"),
         );
     }
+    let rows = case_rows(&venv, filter.as_deref())?;
+    report(rows, json_output, &project_root().join("target/parity"))
+}
+
+/// Every parity case (`fixtures/parity/cases/`, those whose name contains `filter`) rendered by the
+/// reference worker and by diffusers; one row per image.
+pub fn case_rows(venv: &Path, filter: Option<&str>) -> Result<Vec<Value>> {
     run_checked(Command::new("cargo").args(["build", "--release", "-p", "reference-worker"]))?;
     let root = project_root();
     let mut cases: Vec<PathBuf> = std::fs::read_dir(root.join("fixtures/parity/cases"))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .filter(|p| {
-            filter.as_deref().is_none_or(|f| {
+            filter.is_none_or(|f| {
                 p.file_stem()
                     .is_some_and(|s| s.to_string_lossy().contains(f))
             })
@@ -121,12 +128,12 @@ pub fn run(args: &[String]) -> Result<()> {
             rows.push(row(&label, &scheduler, &ours, &theirs));
         }
     }
-    report(rows, json_output, &out)
+    Ok(rows)
 }
 
 /// The goldens against diffusers: each manifest request rendered by the oracle, compared with the
 /// golden PNGs.
-fn golden_rows(venv: &Path, filter: Option<&str>) -> Result<Vec<Value>> {
+pub fn golden_rows(venv: &Path, filter: Option<&str>) -> Result<Vec<Value>> {
     let root = project_root();
     let manifest_path = root.join(crate::goldens::MANIFEST);
     let manifest: Value = serde_json::from_slice(
@@ -200,6 +207,13 @@ fn row(label: &str, scheduler: &str, ours: &Path, theirs: &Path) -> Value {
             json!({"case": label, "scheduler": scheduler, "error": format!("{e:#}"), "pass": false})
         }
     }
+}
+
+/// How many rows passed, and how many of them are bit-identical.
+pub fn summary(rows: &[Value]) -> (usize, usize) {
+    let passed = rows.iter().filter(|r| r["pass"] == true).count();
+    let identical = rows.iter().filter(|r| r["bit_identical"] == true).count();
+    (passed, identical)
 }
 
 /// Prints the rows (a table, or JSON) and fails when any image failed.

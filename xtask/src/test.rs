@@ -3,14 +3,14 @@
 //!
 //! Order: cheap checks first (format), then lints, the whole test suite (insta in CI mode, so a
 //! changed or missing snapshot fails instead of being written), the generated-fixture check, the
-//! protocol schema gate, parity of the reference worker with diffusers, and the conformance run
-//! (the main job must stay green too).
+//! protocol schema gate, and the conformance run (the main job: goldens checked, parity of the
+//! reference worker with diffusers, the transformer's fixtures; it must stay green too).
 
 use std::process::Command;
 
 use anyhow::{bail, Result};
 
-use crate::{conformance, fixtures, parity, run_checked, schema_check, setup};
+use crate::{conformance, fixtures, run_checked, schema_check, setup};
 
 pub fn run(args: &[String]) -> Result<()> {
     if let Some(arg) = args.first() {
@@ -43,10 +43,10 @@ pub fn run(args: &[String]) -> Result<()> {
         fixtures::run(&["--check".to_string()])
     })?;
     step("protocol schema gate", || schema_check::run(&[]))?;
-    step("parity with diffusers (every case ≥ 40 dB)", || {
-        parity::run(&[])
+    // The main job: transformer fixtures, end to end, goldens (--check), parity with diffusers.
+    step("conformance (goldens and parity included)", || {
+        conformance::run(&[])
     })?;
-    step("conformance", || conformance::run(&[]))?;
     eprintln!("xtask test: all checks passed");
     Ok(())
 }

@@ -62,7 +62,7 @@ impl Options {
             filter: None,
             shard: None,
             check: false,
-            jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            jobs: default_jobs(),
         };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
@@ -139,7 +139,7 @@ pub fn run(args: &[String]) -> Result<()> {
             options.jobs.min(selected.len())
         );
         if options.check {
-            check(&root, &selected, &scratch, options.full_run())
+            check(&root, &selected, &scratch, options.full_run(), elapsed)
         } else {
             regenerate(&root, &selected, &scratch, options.full_run())
         }
@@ -370,40 +370,127 @@ fn golden_files(root: &Path) -> Result<BTreeSet<String>> {
     Ok(files)
 }
 
-fn check(root: &Path, cases: &[Case], scratch: &Path, full_run: bool) -> Result<()> {
+/// The outcome of a golden check.
+pub struct Verification {
+    /// Each case checked, whether all its images passed, and a one-line result.
+    pub cases: Vec<(Case, bool, String)>,
+    pub failures: Vec<Failure>,
+    /// `target/golden-diffs/report.md`, when something failed.
+    pub report: Option<PathBuf>,
+    pub images: usize,
+    pub identical: usize,
+    pub render_seconds: f64,
+}
+
+/// `--check` of the whole matrix, as the main job (`cargo xtask conformance`) runs it.
+pub fn verify(jobs: usize) -> Result<Verification> {
+    let root = project_root();
+    let cases = cases::matrix();
+    setup::ensure()?;
+    run_checked(Command::new("cargo").args(["build", "--release", "-p", "reference-worker"]))?;
+    let scratch = std::env::temp_dir().join(format!("sdxl-goldens-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let started = Instant::now();
+    let result = render_all(&root, &cases, &scratch, jobs).and_then(|()| {
+        verify_rendered(
+            &root,
+            &cases,
+            &scratch,
+            true,
+            started.elapsed().as_secs_f64(),
+        )
+    });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn verify_rendered(
+    root: &Path,
+    cases: &[Case],
+    scratch: &Path,
+    full_run: bool,
+    render_seconds: f64,
+) -> Result<Verification> {
     let manifest = read_manifest(root)?;
     let (failures, identical, images) = compare_all(root, cases, scratch, &manifest, full_run)?;
-    if failures.is_empty() {
+    let report = if failures.is_empty() {
+        None
+    } else {
+        Some(compare::write_report(
+            &root.join(DIFF_DIR),
+            &failures,
+            TOLERANCE,
+        )?)
+    };
+    let cases = cases
+        .iter()
+        .map(|case| {
+            let failed: Vec<&Failure> = failures.iter().filter(|f| f.case == case.name).collect();
+            let result = if failed.is_empty() {
+                format!("{} image(s) within the bound", case.image_count())
+            } else {
+                failed
+                    .iter()
+                    .map(|f| describe(root, f))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            (case.clone(), failed.is_empty(), result)
+        })
+        .collect();
+    Ok(Verification {
+        cases,
+        failures,
+        report,
+        images,
+        identical,
+        render_seconds,
+    })
+}
+
+/// One line about a failed image.
+fn describe(root: &Path, failure: &Failure) -> String {
+    match (&failure.verdict, &failure.problem) {
+        (Some(v), _) => format!(
+            "{}: max |Δ| {} ({} samples over {}), SSIM {:.5} → {}",
+            failure.png,
+            v.max_abs_diff,
+            v.samples_over,
+            TOLERANCE.max_abs_diff,
+            v.ssim,
+            root.join(DIFF_DIR)
+                .join(failure.png.trim_end_matches(".png"))
+                .join("diff.png")
+                .display()
+        ),
+        (None, Some(problem)) => format!("{}: {problem}", failure.png),
+        (None, None) => failure.png.clone(),
+    }
+}
+
+fn check(root: &Path, cases: &[Case], scratch: &Path, full_run: bool, seconds: f64) -> Result<()> {
+    let verification = verify_rendered(root, cases, scratch, full_run, seconds)?;
+    let Some(report) = &verification.report else {
         println!(
-            "goldens: {images} image(s) of {} case(s) match ({identical} bit-identical)",
-            cases.len()
+            "goldens: {} image(s) of {} case(s) match ({} bit-identical)",
+            verification.images,
+            cases.len(),
+            verification.identical
         );
         return Ok(());
-    }
-    let report = compare::write_report(&root.join(DIFF_DIR), &failures, TOLERANCE)?;
-    for failure in &failures {
-        match (&failure.verdict, &failure.problem) {
-            (Some(v), _) => println!(
-                "FAIL  {}: max |Δ| {} ({} samples over {}), SSIM {:.5} → {}",
-                failure.png,
-                v.max_abs_diff,
-                v.samples_over,
-                TOLERANCE.max_abs_diff,
-                v.ssim,
-                root.join(DIFF_DIR)
-                    .join(failure.png.trim_end_matches(".png"))
-                    .join("diff.png")
-                    .display()
-            ),
-            (None, Some(problem)) => println!("FAIL  {}: {problem}", failure.png),
-            (None, None) => {}
-        }
+    };
+    for failure in &verification.failures {
+        println!("FAIL  {}", describe(root, failure));
     }
     println!("report: {}", report.display());
     bail!(
         "{} golden image(s) failed the check; if the change is intended, run `cargo xtask \
          regenerate-goldens` and commit golden/",
-        failures.len()
+        verification.failures.len()
     )
 }
 
