@@ -383,3 +383,152 @@ pub fn sigmas_with_zero(sigmas: &[f64]) -> Vec<f32> {
 pub fn empty() -> Tensor {
     Tensor::zeros([0], (Kind::Float, Device::Cpu))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use serde_json::json;
+    use tch::{Kind, Tensor};
+
+    use super::super::{scheduler_for, Scheduler};
+    use super::*;
+    use crate::config::SchedulerConfig;
+    use crate::generator::Generator;
+
+    const CLASSES: [&str; 4] = [
+        "EulerAncestralDiscreteScheduler",
+        "HeunDiscreteScheduler",
+        "KDPM2DiscreteScheduler",
+        "KDPM2AncestralDiscreteScheduler",
+    ];
+
+    fn base() -> SchedulerConfig {
+        let text = json!({
+            "_class_name": "EulerDiscreteScheduler",
+            "beta_end": 0.012,
+            "beta_schedule": "scaled_linear",
+            "beta_start": 0.00085,
+            "num_train_timesteps": 1000,
+            "steps_offset": 1,
+            "timestep_spacing": "leading"
+        })
+        .to_string();
+        SchedulerConfig::from_file(
+            ConfigFile::parse(Path::new("scheduler_config.json"), &text).expect("config"),
+        )
+        .expect("scheduler config")
+    }
+
+    fn build(class: &str, options: Value) -> Result<Box<dyn Scheduler>> {
+        scheduler_for(class, &base(), options.as_object().expect("an object"))
+    }
+
+    fn is_usage(result: Result<Tensor>) -> bool {
+        matches!(result, Err(Error::SchedulerUsage { .. }))
+    }
+
+    #[test]
+    fn misuse_is_an_error_not_a_panic() {
+        let sample = Tensor::zeros([1, 1, 2, 2], (Kind::Float, Device::Cpu));
+        for class in CLASSES {
+            let mut generators = vec![Generator::new(1).expect("generator")];
+            let mut s = build(class, json!({})).expect(class);
+            let t = s.timestep_values()[0];
+            assert!(is_usage(s.scale_model_input(&sample, t)), "{class}");
+            assert!(
+                is_usage(s.step(&sample, t, &sample, &mut generators)),
+                "{class}"
+            );
+            s.set_timesteps(3).expect(class);
+            assert!(is_usage(s.scale_model_input(&sample, 12345.5)), "{class}");
+            let timesteps = s.timestep_values();
+            let mut x = sample.shallow_clone();
+            for &t in &timesteps {
+                x = s.step(&sample, t, &x, &mut generators).expect(class);
+            }
+            // Past the schedule: an error once a table runs out (KDPM2 has spare entries).
+            let mut failed = false;
+            for _ in 0..10 {
+                match s.step(&sample, timesteps[0], &x, &mut generators) {
+                    Ok(next) => x = next,
+                    Err(Error::SchedulerUsage { .. }) => {
+                        failed = true;
+                        break;
+                    }
+                    Err(other) => panic!("{class}: {other}"),
+                }
+            }
+            assert!(failed, "{class}: stepping past the schedule did not fail");
+            assert!(s.set_timesteps(0).is_err(), "{class}");
+        }
+    }
+
+    #[test]
+    fn configurations_diffusers_refuses_or_we_cannot_reproduce_are_errors() {
+        for class in CLASSES {
+            assert!(
+                build(class, json!({"timestep_spacing": "bogus"})).is_err(),
+                "{class}"
+            );
+            assert!(
+                build(class, json!({"prediction_type": "bogus"})).is_err(),
+                "{class}"
+            );
+            assert!(
+                build(class, json!({"beta_schedule": "bogus"})).is_err(),
+                "{class}"
+            );
+        }
+        for class in &CLASSES[1..] {
+            assert!(
+                build(class, json!({"use_beta_sigmas": true})).is_err(),
+                "{class}"
+            );
+            assert!(
+                build(
+                    class,
+                    json!({"use_karras_sigmas": true, "use_exponential_sigmas": true})
+                )
+                .is_err(),
+                "{class}"
+            );
+        }
+        // step raises NotImplementedError for `sample` except in Heun, which has no old name.
+        for class in [CLASSES[0], CLASSES[2], CLASSES[3]] {
+            assert!(
+                build(class, json!({"prediction_type": "sample"})).is_err(),
+                "{class}"
+            );
+            assert!(
+                build(class, json!({"beta_schedule": "exp"})).is_err(),
+                "{class}"
+            );
+        }
+        assert!(build(CLASSES[1], json!({"prediction_type": "sample"})).is_ok());
+        assert!(build(CLASSES[1], json!({"prediction_type": "original_sample"})).is_err());
+        assert!(build(CLASSES[1], json!({"beta_schedule": "exp"})).is_ok());
+        // Options a class does not take are ignored, as from_config does.
+        assert!(build(CLASSES[0], json!({"use_beta_sigmas": true})).is_ok());
+        assert!(build(CLASSES[2], json!({"rescale_betas_zero_snr": "yes"})).is_ok());
+    }
+
+    #[test]
+    fn sigma_to_t_f32_edges() {
+        let log_sigmas: Vec<f32> = [0.1f32, 0.5, 1.0, 5.0]
+            .iter()
+            .map(|&s| numpy::log_f32(s))
+            .collect();
+        assert!(sigma_to_t_f32(f32::NAN, &log_sigmas).is_nan());
+        assert_eq!(sigma_to_t_f32(0.0, &log_sigmas), 0.0);
+        assert_eq!(sigma_to_t_f32(100.0, &log_sigmas), 3.0);
+        assert_eq!(sigma_to_t_f32(1.0, &log_sigmas), 2.0);
+    }
+
+    #[test]
+    fn interleave_like_repeat_interleave() {
+        assert_eq!(interleave(&[1, 2, 3, 0], 4), vec![1, 2, 2, 3, 3, 0, 0, 0]);
+        assert_eq!(interleave(&[1, 2, 3, 0], 3), vec![1, 2, 2, 3, 3, 0]);
+        assert_eq!(interleave(&[1, 0], 1), vec![1, 0]);
+    }
+}
