@@ -13,7 +13,12 @@
 //! Schedulers are built as `SchedulerClass.from_config(base_config, **scheduler_options)`
 //! (PROTOCOL B.9) by [`scheduler_for`].
 
+pub mod euler_ancestral_discrete;
 pub mod euler_discrete;
+pub mod heun_discrete;
+pub mod k_discrete;
+pub mod kdpm2_ancestral_discrete;
+pub mod kdpm2_discrete;
 pub mod noise_schedule;
 pub mod numpy;
 pub mod sigmas;
@@ -25,7 +30,11 @@ use crate::config::{ConfigFile, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 
+pub use euler_ancestral_discrete::EulerAncestralDiscreteScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
+pub use heun_discrete::HeunDiscreteScheduler;
+pub use kdpm2_ancestral_discrete::KDPM2AncestralDiscreteScheduler;
+pub use kdpm2_discrete::KDPM2DiscreteScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
 pub trait Scheduler: Send + std::fmt::Debug {
@@ -94,7 +103,13 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 1] = ["EulerDiscreteScheduler"];
+pub const IMPLEMENTED: [&str; 5] = [
+    "EulerDiscreteScheduler",
+    "EulerAncestralDiscreteScheduler",
+    "KDPM2DiscreteScheduler",
+    "KDPM2AncestralDiscreteScheduler",
+    "HeunDiscreteScheduler",
+];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
 /// override the keys of `scheduler_config.json`; keys the class does not take are ignored, and
@@ -107,6 +122,14 @@ pub fn scheduler_for(
     let config = base.file.with_overrides(options, "scheduler_options");
     match class_name {
         "EulerDiscreteScheduler" => Ok(Box::new(EulerDiscreteScheduler::from_config(&config)?)),
+        "EulerAncestralDiscreteScheduler" => Ok(Box::new(
+            EulerAncestralDiscreteScheduler::from_config(&config)?,
+        )),
+        "KDPM2DiscreteScheduler" => Ok(Box::new(KDPM2DiscreteScheduler::from_config(&config)?)),
+        "KDPM2AncestralDiscreteScheduler" => Ok(Box::new(
+            KDPM2AncestralDiscreteScheduler::from_config(&config)?,
+        )),
+        "HeunDiscreteScheduler" => Ok(Box::new(HeunDiscreteScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),
