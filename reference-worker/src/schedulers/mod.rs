@@ -13,10 +13,13 @@
 //! Schedulers are built as `SchedulerClass.from_config(base_config, **scheduler_options)`
 //! (PROTOCOL B.9) by [`scheduler_for`].
 
+pub mod ddim;
+pub mod discrete;
 pub mod euler_discrete;
 pub mod noise_schedule;
 pub mod numpy;
 pub mod sigmas;
+pub mod thresholding;
 
 use serde_json::{Map, Value};
 use tch::Tensor;
@@ -25,6 +28,7 @@ use crate::config::{ConfigFile, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 
+pub use ddim::DDIMScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
@@ -94,7 +98,7 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 1] = ["EulerDiscreteScheduler"];
+pub const IMPLEMENTED: [&str; 2] = ["DDIMScheduler", "EulerDiscreteScheduler"];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
 /// override the keys of `scheduler_config.json`; keys the class does not take are ignored, and
@@ -107,6 +111,7 @@ pub fn scheduler_for(
     let config = base.file.with_overrides(options, "scheduler_options");
     match class_name {
         "EulerDiscreteScheduler" => Ok(Box::new(EulerDiscreteScheduler::from_config(&config)?)),
+        "DDIMScheduler" => Ok(Box::new(DDIMScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),

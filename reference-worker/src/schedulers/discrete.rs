@@ -1,0 +1,83 @@
+//! Helpers the schedulers with integer (int64) timesteps share: DDIM, DDPM, PNDM and UniPC
+//! index `alphas_cumprod` (or their sigma table) with the training timestep itself, so their
+//! schedules are NumPy int64 arrays and `step` receives one of those integers.
+
+use tch::Tensor;
+
+use super::{numpy, TimestepSpacing};
+use crate::error::{Error, Result};
+
+/// The inference timesteps of `DDIMScheduler.set_timesteps` and `DDPMScheduler.set_timesteps`
+/// (the same code in both), descending, as NumPy computes them:
+///
+/// ```text
+/// linspace: np.linspace(0, T - 1, n).round()[::-1].astype(np.int64)
+/// leading:  (np.arange(0, n) * (T // n)).round()[::-1].astype(np.int64) + steps_offset
+/// trailing: np.round(np.arange(T, 0, -(T / n))).astype(np.int64) - 1
+/// ```
+///
+/// `n` must be at least 1 (diffusers divides by it).
+pub fn ddim_timesteps(
+    spacing: TimestepSpacing,
+    num_train_timesteps: usize,
+    num_inference_steps: usize,
+    steps_offset: usize,
+) -> Vec<i64> {
+    let (t, n) = (num_train_timesteps, num_inference_steps);
+    match spacing {
+        TimestepSpacing::Linspace => numpy::linspace(0.0, (t - 1) as f64, n)
+            .into_iter()
+            .rev()
+            .map(|v| v.round_ties_even() as i64)
+            .collect(),
+        TimestepSpacing::Leading => {
+            let step_ratio = t / n;
+            (0..n)
+                .rev()
+                .map(|i| (i * step_ratio + steps_offset) as i64)
+                .collect()
+        }
+        TimestepSpacing::Trailing => trailing_f64(t, n)
+            .into_iter()
+            .map(|v| v.round_ties_even() as i64 - 1)
+            .collect(),
+    }
+}
+
+/// `np.arange(T, 0, -(T / n))` (float64), the start of every "trailing" schedule.
+pub fn trailing_f64(num_train_timesteps: usize, num_inference_steps: usize) -> Vec<f64> {
+    let step_ratio = num_train_timesteps as f64 / num_inference_steps as f64;
+    numpy::arange(num_train_timesteps as f64, 0.0, -step_ratio)
+}
+
+/// `torch.from_numpy(timesteps)` for an int64 schedule.
+pub fn int64_tensor(values: &[i64]) -> Tensor {
+    Tensor::from_slice(values)
+}
+
+/// The training timestep `timestep` (a value of an int64 schedule, passed as `f64`) as an index
+/// into a table of `len` entries, or the usage error that stands for diffusers' `IndexError`.
+pub fn table_index(scheduler: &'static str, timestep: f64, len: usize) -> Result<i64> {
+    if timestep.fract() != 0.0 || timestep < 0.0 || timestep >= len as f64 {
+        return Err(Error::SchedulerUsage {
+            scheduler,
+            message: format!(
+                "timestep {timestep} is not a training timestep (an integer in 0..{len})"
+            ),
+        });
+    }
+    Ok(timestep as i64)
+}
+
+/// `1 - x` for a tensor, as Python's `1 - tensor` (`torch.rsub`) computes it in float32.
+pub fn one_minus(x: &Tensor) -> Result<Tensor> {
+    Ok(x.f_rsub_scalar(1)?)
+}
+
+/// A usage error of `scheduler`.
+pub fn usage(scheduler: &'static str, message: impl Into<String>) -> Error {
+    Error::SchedulerUsage {
+        scheduler,
+        message: message.into(),
+    }
+}
