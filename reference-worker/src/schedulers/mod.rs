@@ -14,6 +14,7 @@
 //! (PROTOCOL B.9) by [`scheduler_for`].
 
 pub mod ddim;
+pub mod ddpm;
 pub mod discrete;
 pub mod euler_discrete;
 pub mod noise_schedule;
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::generator::Generator;
 
 pub use ddim::DDIMScheduler;
+pub use ddpm::DDPMScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
@@ -98,7 +100,11 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 2] = ["DDIMScheduler", "EulerDiscreteScheduler"];
+pub const IMPLEMENTED: [&str; 3] = [
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "EulerDiscreteScheduler",
+];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
 /// override the keys of `scheduler_config.json`; keys the class does not take are ignored, and
@@ -112,6 +118,7 @@ pub fn scheduler_for(
     match class_name {
         "EulerDiscreteScheduler" => Ok(Box::new(EulerDiscreteScheduler::from_config(&config)?)),
         "DDIMScheduler" => Ok(Box::new(DDIMScheduler::from_config(&config)?)),
+        "DDPMScheduler" => Ok(Box::new(DDPMScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),
