@@ -19,6 +19,7 @@ pub mod discrete;
 pub mod euler_discrete;
 pub mod noise_schedule;
 pub mod numpy;
+pub mod pndm;
 pub mod sigmas;
 pub mod thresholding;
 
@@ -32,6 +33,7 @@ use crate::generator::Generator;
 pub use ddim::DDIMScheduler;
 pub use ddpm::DDPMScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
+pub use pndm::PNDMScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
 pub trait Scheduler: Send + std::fmt::Debug {
@@ -100,10 +102,11 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 3] = [
+pub const IMPLEMENTED: [&str; 4] = [
     "DDIMScheduler",
     "DDPMScheduler",
     "EulerDiscreteScheduler",
+    "PNDMScheduler",
 ];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
@@ -119,6 +122,7 @@ pub fn scheduler_for(
         "EulerDiscreteScheduler" => Ok(Box::new(EulerDiscreteScheduler::from_config(&config)?)),
         "DDIMScheduler" => Ok(Box::new(DDIMScheduler::from_config(&config)?)),
         "DDPMScheduler" => Ok(Box::new(DDPMScheduler::from_config(&config)?)),
+        "PNDMScheduler" => Ok(Box::new(PNDMScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),
