@@ -22,6 +22,7 @@ pub mod numpy;
 pub mod pndm;
 pub mod sigmas;
 pub mod thresholding;
+pub mod unipc_multistep;
 
 use serde_json::{Map, Value};
 use tch::Tensor;
@@ -34,6 +35,7 @@ pub use ddim::DDIMScheduler;
 pub use ddpm::DDPMScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 pub use pndm::PNDMScheduler;
+pub use unipc_multistep::UniPCMultistepScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
 pub trait Scheduler: Send + std::fmt::Debug {
@@ -102,11 +104,12 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 4] = [
+pub const IMPLEMENTED: [&str; 5] = [
     "DDIMScheduler",
     "DDPMScheduler",
     "EulerDiscreteScheduler",
     "PNDMScheduler",
+    "UniPCMultistepScheduler",
 ];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
@@ -123,6 +126,7 @@ pub fn scheduler_for(
         "DDIMScheduler" => Ok(Box::new(DDIMScheduler::from_config(&config)?)),
         "DDPMScheduler" => Ok(Box::new(DDPMScheduler::from_config(&config)?)),
         "PNDMScheduler" => Ok(Box::new(PNDMScheduler::from_config(&config)?)),
+        "UniPCMultistepScheduler" => Ok(Box::new(UniPCMultistepScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),
