@@ -35,9 +35,7 @@ impl DdimConfig {
         let clip_sample_range = c.f64_or("clip_sample_range", 1.0)?;
         Ok(Self {
             prediction_type: PredictionType::from_config(c)?,
-            clip_sample: c
-                .bool_or("clip_sample", true)?
-                .then_some(clip_sample_range),
+            clip_sample: c.bool_or("clip_sample", true)?.then_some(clip_sample_range),
             thresholding: DynamicThresholding::from_config(c)?,
             set_alpha_to_one: c.bool_or("set_alpha_to_one", true)?,
             steps_offset: c.usize_or("steps_offset", 0)?,
@@ -125,14 +123,16 @@ impl Scheduler for DDIMScheduler {
                 ),
             ));
         }
-        self.num_inference_steps = Some(num_inference_steps);
-        self.timestep_values = discrete::ddim_timesteps(
+        let timesteps = discrete::ddim_timesteps(
             self.config.timestep_spacing,
             n_train,
             num_inference_steps,
             self.config.steps_offset,
         );
-        self.timesteps = discrete::int64_tensor(&self.timestep_values);
+        discrete::check_schedule(NAME, &timesteps, n_train)?;
+        self.num_inference_steps = Some(num_inference_steps);
+        self.timesteps = discrete::int64_tensor(&timesteps);
+        self.timestep_values = timesteps;
         Ok(())
     }
 

@@ -71,9 +71,7 @@ impl DdpmConfig {
         let clip_sample_range = c.f64_or("clip_sample_range", 1.0)?;
         Ok(Self {
             variance_type,
-            clip_sample: c
-                .bool_or("clip_sample", true)?
-                .then_some(clip_sample_range),
+            clip_sample: c.bool_or("clip_sample", true)?.then_some(clip_sample_range),
             prediction_type: PredictionType::from_config(c)?,
             thresholding: DynamicThresholding::from_config(c)?,
             timestep_spacing: TimestepSpacing::from_config(c, "leading")?,
@@ -215,14 +213,16 @@ impl Scheduler for DDPMScheduler {
                 ),
             ));
         }
-        self.num_inference_steps = Some(num_inference_steps);
-        self.timestep_values = discrete::ddim_timesteps(
+        let timesteps = discrete::ddim_timesteps(
             self.config.timestep_spacing,
             n_train,
             num_inference_steps,
             self.config.steps_offset,
         );
-        self.timesteps = discrete::int64_tensor(&self.timestep_values);
+        discrete::check_schedule(NAME, &timesteps, n_train)?;
+        self.num_inference_steps = Some(num_inference_steps);
+        self.timesteps = discrete::int64_tensor(&timesteps);
+        self.timestep_values = timesteps;
         Ok(())
     }
 
@@ -301,9 +301,7 @@ impl Scheduler for DDPMScheduler {
             let variance = self.variance(&alpha_prod_t, &alpha_prod_t_prev)?;
             let variance = match self.config.variance_type {
                 VarianceType::FixedSmallLog => variance.f_mul(&variance_noise)?,
-                _ => variance
-                    .f_pow_tensor_scalar(0.5)?
-                    .f_mul(&variance_noise)?,
+                _ => variance.f_pow_tensor_scalar(0.5)?.f_mul(&variance_noise)?,
             };
             Ok(pred_prev_sample.f_add(&variance)?)
         } else {

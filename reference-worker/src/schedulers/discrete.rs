@@ -81,3 +81,19 @@ pub fn usage(scheduler: &'static str, message: impl Into<String>) -> Error {
         message: message.into(),
     }
 }
+
+/// Refuses a schedule with a timestep outside the `len` training timesteps (e.g. "leading"
+/// with `steps_offset` and as many steps as training timesteps), which diffusers accepts in
+/// `set_timesteps` but fails on with an `IndexError` in the first `step`.
+pub fn check_schedule(scheduler: &'static str, timesteps: &[i64], len: usize) -> Result<()> {
+    match timesteps.iter().find(|&&t| t < 0 || t >= len as i64) {
+        Some(t) => Err(Error::SchedulerUsage {
+            scheduler,
+            message: format!(
+                "the schedule holds timestep {t}, outside the {len} training timesteps \
+                 (diffusers fails with an IndexError in step)"
+            ),
+        }),
+        None => Ok(()),
+    }
+}

@@ -141,7 +141,12 @@ impl PNDMScheduler {
 
     /// `step_prk`: one of the four evaluations of a Runge-Kutta step; the sample moves from
     /// `cur_sample` by half a step (evaluations 1 and 2) or a whole one (3 and 4).
-    fn step_prk(&mut self, model_output: &Tensor, timestep: i64, sample: &Tensor) -> Result<Tensor> {
+    fn step_prk(
+        &mut self,
+        model_output: &Tensor,
+        timestep: i64,
+        sample: &Tensor,
+    ) -> Result<Tensor> {
         let n = self.num_inference_steps()?;
         let diff_to_prev = if self.counter % 2 == 1 {
             0
@@ -262,8 +267,7 @@ impl PNDMScheduler {
         let t = discrete::table_index(NAME, timestep as f64, self.num_train_timesteps)?;
         let alpha_prod_t = self.alphas_cumprod.f_get(t)?;
         let alpha_prod_t_prev = if prev_timestep >= 0 {
-            let prev =
-                discrete::table_index(NAME, prev_timestep as f64, self.num_train_timesteps)?;
+            let prev = discrete::table_index(NAME, prev_timestep as f64, self.num_train_timesteps)?;
             self.alphas_cumprod.f_get(prev)?
         } else {
             self.final_alpha_cumprod.shallow_clone()
@@ -366,8 +370,10 @@ impl Scheduler for PNDMScheduler {
             plms.reverse();
             (prk, plms)
         };
+        let timesteps: Vec<i64> = prk.iter().chain(&plms).copied().collect();
+        discrete::check_schedule(NAME, &timesteps, self.num_train_timesteps)?;
         self.num_inference_steps = Some(n);
-        self.timestep_values = prk.iter().chain(&plms).copied().collect();
+        self.timestep_values = timesteps;
         self.timesteps = discrete::int64_tensor(&self.timestep_values);
         self.prk_timesteps = prk;
         self.ets.clear();

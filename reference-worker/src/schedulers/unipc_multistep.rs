@@ -186,7 +186,10 @@ fn disable_corrector(c: &ConfigFile) -> Result<Vec<i64>> {
         None | Some(serde_json::Value::Null) => Ok(Vec::new()),
         Some(serde_json::Value::Array(items)) => items
             .iter()
-            .map(|item| item.as_i64().ok_or_else(|| c.invalid("disable_corrector", EXPECTED)))
+            .map(|item| {
+                item.as_i64()
+                    .ok_or_else(|| c.invalid("disable_corrector", EXPECTED))
+            })
             .collect(),
         Some(_) => Err(c.invalid("disable_corrector", EXPECTED)),
     }
@@ -332,7 +335,12 @@ impl UniPCMultistepScheduler {
         self.model_outputs
             .get(len.wrapping_sub(back + 1))
             .and_then(Option::as_ref)
-            .ok_or_else(|| usage(NAME, "the multistep history is shorter than the solver order"))
+            .ok_or_else(|| {
+                usage(
+                    NAME,
+                    "the multistep history is shorter than the solver order",
+                )
+            })
     }
 
     /// `alpha_t, sigma_t = _sigma_to_alpha_sigma_t(sigmas[index])`, then
@@ -411,9 +419,7 @@ impl UniPCMultistepScheduler {
             r.push(rks.f_pow_tensor_scalar(i - 1)?);
             b.push(h_phi_k.f_mul_scalar(factorial_i)?.f_div(&b_h)?);
             factorial_i *= i + 1;
-            h_phi_k = h_phi_k
-                .f_div(&hh)?
-                .f_sub_scalar(1.0 / factorial_i as f64)?;
+            h_phi_k = h_phi_k.f_div(&hh)?.f_sub_scalar(1.0 / factorial_i as f64)?;
         }
         Ok(BhTerms {
             h_phi_1,
