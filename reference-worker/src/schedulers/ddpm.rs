@@ -97,8 +97,23 @@ impl DDPMScheduler {
     /// beta schedules DDPM takes `sigmoid` and `laplace`.
     pub fn from_config(c: &ConfigFile) -> Result<Self> {
         let config = DdpmConfig::from_file(c)?;
-        let schedule =
-            TrainingSchedule::from_config_with(c, TrainingDefaults::COMMON, extra_betas)?;
+        let schedule = TrainingSchedule::from_config_with(
+            c,
+            TrainingDefaults::COMMON,
+            |name, n, beta_start, beta_end| match name {
+                "linear" | "scaled_linear" | "squaredcos_cap_v2" => Ok(None),
+                _ => match extra_betas(name, n, beta_start, beta_end)? {
+                    Some(betas) => Ok(Some(betas)),
+                    None => Err(c.invalid(
+                        "beta_schedule",
+                        format!(
+                            "`{name}` is not one of linear, scaled_linear, squaredcos_cap_v2, \
+                             sigmoid, laplace"
+                        ),
+                    )),
+                },
+            },
+        )?;
         let n = schedule.num_train_timesteps;
         // torch.from_numpy(np.arange(0, num_train_timesteps)[::-1].copy())
         let timestep_values: Vec<i64> = (0..n as i64).rev().collect();

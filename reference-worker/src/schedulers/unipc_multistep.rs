@@ -452,7 +452,7 @@ impl UniPCMultistepScheduler {
         let rhos_p = if d1s.is_empty() {
             None
         } else if order == 2 {
-            Some(Tensor::ones([1], (Kind::Float, Device::Cpu)).f_mul_scalar(0.5)?)
+            Some(Tensor::ones([1], (x.kind(), Device::Cpu)).f_mul_scalar(0.5)?)
         } else {
             // torch.linalg.solve(R[:-1, :-1], b[:-1])
             let k = order as i64 - 1;
@@ -507,7 +507,7 @@ impl UniPCMultistepScheduler {
         let terms = self.bh_terms(&h, rks, order)?;
 
         let rhos_c = if order == 1 {
-            Tensor::ones([1], (Kind::Float, Device::Cpu)).f_mul_scalar(0.5)?
+            Tensor::ones([1], (x.kind(), Device::Cpu)).f_mul_scalar(0.5)?
         } else {
             Tensor::f_linalg_solve(&terms.r, &terms.b, true)?.f_to_kind(x.kind())?
         };
