@@ -235,3 +235,28 @@ impl Scheduler for DDIMScheduler {
         Ok(prev_sample)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tch::Kind;
+
+    use super::*;
+    use crate::schedulers::discrete::{is_usage, test_config};
+
+    #[test]
+    fn misuse_is_a_usage_error() {
+        let mut s = DDIMScheduler::from_config(&test_config(json!({}))).unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, tch::Device::Cpu));
+        assert!(is_usage(s.step(&x, 1.0, &x, &mut [])));
+        assert!(is_usage(s.set_timesteps(0)));
+        // diffusers: "`num_inference_steps`: 1001 cannot be larger than ..."
+        assert!(is_usage(s.set_timesteps(1001)));
+        // leading with steps_offset 1 reaches timestep 1000 (an IndexError in diffusers' step)
+        assert!(is_usage(s.set_timesteps(1000)));
+        s.set_timesteps(4).unwrap();
+        assert_eq!(s.timesteps().kind(), Kind::Int64);
+        assert!(is_usage(s.step(&x, 1000.0, &x, &mut [])));
+        assert!(s.step(&x, 751.0, &x, &mut []).is_ok());
+    }
+}

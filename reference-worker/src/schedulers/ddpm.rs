@@ -325,3 +325,36 @@ impl Scheduler for DDPMScheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tch::Kind;
+
+    use super::*;
+    use crate::schedulers::discrete::{is_invalid, is_usage, test_config};
+
+    #[test]
+    fn learned_variances_and_unknown_schedules_are_refused() {
+        for variance in ["learned", "learned_range", "fixed_medium"] {
+            let c = test_config(json!({ "variance_type": variance }));
+            assert!(is_invalid(DDPMScheduler::from_config(&c), "variance_type"));
+        }
+        let c = test_config(json!({ "beta_schedule": "cubic" }));
+        assert!(is_invalid(DDPMScheduler::from_config(&c), "beta_schedule"));
+        for schedule in ["sigmoid", "laplace"] {
+            let c = test_config(json!({ "beta_schedule": schedule }));
+            assert!(DDPMScheduler::from_config(&c).is_ok());
+        }
+    }
+
+    #[test]
+    fn a_timestep_outside_the_schedule_is_a_usage_error() {
+        let mut s = DDPMScheduler::from_config(&test_config(json!({}))).unwrap();
+        s.set_timesteps(4).unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let mut generators = [Generator::new(0).unwrap()];
+        assert!(is_usage(s.step(&x, 500.0, &x, &mut generators)));
+        assert!(s.step(&x, 751.0, &x, &mut generators).is_ok());
+    }
+}

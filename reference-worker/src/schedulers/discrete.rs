@@ -97,3 +97,74 @@ pub fn check_schedule(scheduler: &'static str, timesteps: &[i64], len: usize) ->
         None => Ok(()),
     }
 }
+
+/// The SDXL base `scheduler_config.json` (the tiny fixture model's) with `overrides`, for the
+/// schedulers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_config(overrides: serde_json::Value) -> crate::config::ConfigFile {
+    let base = serde_json::json!({
+        "_class_name": "EulerDiscreteScheduler",
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "beta_start": 0.00085,
+        "clip_sample": false,
+        "interpolation_type": "linear",
+        "num_train_timesteps": 1000,
+        "prediction_type": "epsilon",
+        "sample_max_value": 1.0,
+        "set_alpha_to_one": false,
+        "skip_prk_steps": true,
+        "steps_offset": 1,
+        "timestep_spacing": "leading",
+        "trained_betas": null,
+        "use_karras_sigmas": false
+    });
+    let file = crate::config::ConfigFile::parse(
+        std::path::Path::new("scheduler_config.json"),
+        &base.to_string(),
+    )
+    .expect("the base config");
+    let overrides = overrides.as_object().cloned().unwrap_or_default();
+    file.with_overrides(&overrides, "test options")
+}
+
+/// Whether `result` is a [`Error::SchedulerUsage`].
+#[cfg(test)]
+pub(crate) fn is_usage<T>(result: Result<T>) -> bool {
+    matches!(result, Err(Error::SchedulerUsage { .. }))
+}
+
+/// Whether `result` is a config error about `key`.
+#[cfg(test)]
+pub(crate) fn is_invalid<T>(result: Result<T>, key: &str) -> bool {
+    matches!(result, Err(Error::InvalidValue { key: k, .. }) if k == key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ddim_timesteps_follow_numpy() {
+        assert_eq!(
+            ddim_timesteps(TimestepSpacing::Leading, 1000, 4, 1),
+            vec![751, 501, 251, 1]
+        );
+        assert_eq!(
+            ddim_timesteps(TimestepSpacing::Trailing, 1000, 3, 0),
+            vec![999, 666, 332]
+        );
+        assert_eq!(
+            ddim_timesteps(TimestepSpacing::Linspace, 1000, 3, 0),
+            vec![999, 500, 0]
+        );
+    }
+
+    #[test]
+    fn out_of_table_schedules_are_refused() {
+        assert!(check_schedule("X", &[999, 0], 1000).is_ok());
+        assert!(is_usage(check_schedule("X", &[1000, 1], 1000)));
+        assert!(is_usage(table_index("X", 12.5, 1000)));
+        assert!(is_usage(table_index("X", -1.0, 1000)));
+    }
+}

@@ -420,3 +420,34 @@ impl Scheduler for PNDMScheduler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use tch::Kind;
+
+    use super::*;
+    use crate::schedulers::discrete::{is_invalid, is_usage, test_config};
+
+    #[test]
+    fn refusals_follow_diffusers() {
+        let c = test_config(json!({ "prediction_type": "sample" }));
+        assert!(is_invalid(
+            PNDMScheduler::from_config(&c),
+            "prediction_type"
+        ));
+        // diffusers: "operands could not be broadcast together with shapes (6,) (8,)"
+        let c = test_config(json!({ "skip_prk_steps": false }));
+        let mut s = PNDMScheduler::from_config(&c).unwrap();
+        assert!(is_usage(s.set_timesteps(3)));
+        s.set_timesteps(4).unwrap();
+        assert_eq!(s.timestep_values().len(), 13);
+    }
+
+    #[test]
+    fn step_before_set_timesteps_is_a_usage_error() {
+        let mut s = PNDMScheduler::from_config(&test_config(json!({}))).unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, tch::Device::Cpu));
+        assert!(is_usage(s.step(&x, 1.0, &x, &mut [])));
+    }
+}

@@ -732,3 +732,77 @@ impl Scheduler for UniPCMultistepScheduler {
         Ok(prev_sample)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::schedulers::discrete::{is_invalid, is_usage, test_config};
+
+    fn zeros() -> Tensor {
+        Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu))
+    }
+
+    #[test]
+    fn unsupported_options_are_refused() {
+        for (options, key) in [
+            (json!({ "use_flow_sigmas": true }), "use_flow_sigmas"),
+            (
+                json!({ "prediction_type": "flow_prediction" }),
+                "prediction_type",
+            ),
+            (json!({ "use_beta_sigmas": true }), "use_beta_sigmas"),
+            (
+                json!({ "use_dynamic_shifting": true }),
+                "use_dynamic_shifting",
+            ),
+            (json!({ "shift_terminal": 0.5 }), "shift_terminal"),
+            (json!({ "solver_type": "foo" }), "solver_type"),
+            (json!({ "final_sigmas_type": "foo" }), "final_sigmas_type"),
+            (json!({ "solver_order": 0 }), "solver_order"),
+            (
+                json!({ "use_karras_sigmas": true, "use_exponential_sigmas": true }),
+                "use_karras_sigmas",
+            ),
+        ] {
+            let c = test_config(options.clone());
+            assert!(
+                is_invalid(UniPCMultistepScheduler::from_config(&c), key),
+                "{options}"
+            );
+        }
+    }
+
+    #[test]
+    fn misuse_is_a_usage_error() {
+        let mut s = UniPCMultistepScheduler::from_config(&test_config(json!({}))).unwrap();
+        let x = zeros();
+        assert!(is_usage(s.step(&x, 999.0, &x, &mut [])));
+        s.set_timesteps(3).unwrap();
+        assert!(is_usage(s.step(&x, 998.0, &x, &mut [])));
+        for t in s.timestep_values() {
+            let _ = s.step(&x, t, &x, &mut []).unwrap();
+        }
+        assert!(is_usage(s.step(&x, 0.0, &x, &mut [])));
+    }
+
+    /// diffusers raises `torch.linalg.solve: The solver failed because the input matrix is
+    /// singular` on the last step here (the final sigma is 0); so do we, without panicking.
+    #[test]
+    fn a_singular_solve_is_an_error() {
+        let c = test_config(json!({
+            "use_karras_sigmas": true, "solver_order": 3, "lower_order_final": false
+        }));
+        let mut s = UniPCMultistepScheduler::from_config(&c).unwrap();
+        s.set_timesteps(12).unwrap();
+        let mut sample = Tensor::ones([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+        let timesteps = s.timestep_values();
+        let (last, rest) = timesteps.split_last().unwrap();
+        for &t in rest {
+            let output = sample.f_mul_scalar(0.1).unwrap();
+            sample = s.step(&output, t, &sample, &mut []).unwrap();
+        }
+        assert!(s.step(&sample, *last, &sample, &mut []).is_err());
+    }
+}
