@@ -13,6 +13,9 @@
 //! Schedulers are built as `SchedulerClass.from_config(base_config, **scheduler_options)`
 //! (PROTOCOL B.9) by [`scheduler_for`].
 
+pub mod ddim;
+pub mod ddpm;
+pub mod discrete;
 pub mod euler_ancestral_discrete;
 pub mod euler_discrete;
 pub mod heun_discrete;
@@ -21,7 +24,10 @@ pub mod kdpm2_ancestral_discrete;
 pub mod kdpm2_discrete;
 pub mod noise_schedule;
 pub mod numpy;
+pub mod pndm;
 pub mod sigmas;
+pub mod thresholding;
+pub mod unipc_multistep;
 
 use serde_json::{Map, Value};
 use tch::Tensor;
@@ -30,11 +36,15 @@ use crate::config::{ConfigFile, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 
+pub use ddim::DDIMScheduler;
+pub use ddpm::DDPMScheduler;
 pub use euler_ancestral_discrete::EulerAncestralDiscreteScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 pub use heun_discrete::HeunDiscreteScheduler;
 pub use kdpm2_ancestral_discrete::KDPM2AncestralDiscreteScheduler;
 pub use kdpm2_discrete::KDPM2DiscreteScheduler;
+pub use pndm::PNDMScheduler;
+pub use unipc_multistep::UniPCMultistepScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
 pub trait Scheduler: Send + std::fmt::Debug {
@@ -103,12 +113,16 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 5] = [
+pub const IMPLEMENTED: &[&str] = &[
     "EulerDiscreteScheduler",
     "EulerAncestralDiscreteScheduler",
     "KDPM2DiscreteScheduler",
     "KDPM2AncestralDiscreteScheduler",
     "HeunDiscreteScheduler",
+    "DDIMScheduler",
+    "DDPMScheduler",
+    "PNDMScheduler",
+    "UniPCMultistepScheduler",
 ];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
@@ -130,6 +144,10 @@ pub fn scheduler_for(
             KDPM2AncestralDiscreteScheduler::from_config(&config)?,
         )),
         "HeunDiscreteScheduler" => Ok(Box::new(HeunDiscreteScheduler::from_config(&config)?)),
+        "DDIMScheduler" => Ok(Box::new(DDIMScheduler::from_config(&config)?)),
+        "DDPMScheduler" => Ok(Box::new(DDPMScheduler::from_config(&config)?)),
+        "PNDMScheduler" => Ok(Box::new(PNDMScheduler::from_config(&config)?)),
+        "UniPCMultistepScheduler" => Ok(Box::new(UniPCMultistepScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),

@@ -134,3 +134,43 @@ fn rescale_zero_terminal_snr(betas: &Tensor) -> Result<Tensor> {
     let alphas = Tensor::f_cat(&[alphas_bar.f_slice(0, 0, 1, 1)?, ratios], 0)?;
     Ok(alphas.f_neg()?.f_add_scalar(1.0)?)
 }
+
+impl TrainingSchedule {
+    /// Like [`Self::from_config`], for the classes that take more `beta_schedule`s than the
+    /// common three: `extra(beta_schedule)` returns the float32 betas of a schedule only that
+    /// class knows (e.g. DDPM's `sigmoid` and `laplace`), or `None` to fall back to
+    /// [`Self::from_config`]. `trained_betas` still wins, and `rescale_betas_zero_snr` and the
+    /// `cumprod` apply to the class's betas as to the others.
+    pub fn from_config_with(
+        config: &ConfigFile,
+        defaults: TrainingDefaults,
+        extra: impl Fn(&str, usize, f64, f64) -> Result<Option<Tensor>>,
+    ) -> Result<Self> {
+        let beta_schedule = config.string_or("beta_schedule", defaults.beta_schedule)?;
+        if config.opt_f64s("trained_betas")?.is_some() {
+            return Self::from_config(config, defaults);
+        }
+        let num_train_timesteps =
+            config.usize_or("num_train_timesteps", defaults.num_train_timesteps)?;
+        if num_train_timesteps < 2 {
+            return Err(config.invalid("num_train_timesteps", "must be at least 2"));
+        }
+        let beta_start = config.f64_or("beta_start", defaults.beta_start)?;
+        let beta_end = config.f64_or("beta_end", defaults.beta_end)?;
+        let Some(betas) = extra(&beta_schedule, num_train_timesteps, beta_start, beta_end)? else {
+            return Self::from_config(config, defaults);
+        };
+        let betas = if config.bool_or("rescale_betas_zero_snr", false)? {
+            rescale_zero_terminal_snr(&betas)?
+        } else {
+            betas
+        };
+        let alphas = betas.f_neg()?.f_add_scalar(1.0)?;
+        let alphas_cumprod = alphas.f_cumprod(0, Kind::Float)?;
+        Ok(Self {
+            num_train_timesteps,
+            betas,
+            alphas_cumprod,
+        })
+    }
+}
