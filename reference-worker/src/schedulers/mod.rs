@@ -14,6 +14,7 @@
 //! (PROTOCOL B.9) by [`scheduler_for`].
 
 pub mod euler_discrete;
+pub mod lms_discrete;
 pub mod noise_schedule;
 pub mod numpy;
 pub mod sigmas;
@@ -26,6 +27,7 @@ use crate::error::{Error, Result};
 use crate::generator::Generator;
 
 pub use euler_discrete::EulerDiscreteScheduler;
+pub use lms_discrete::LMSDiscreteScheduler;
 
 /// One diffusers scheduler, with its state between calls (step index, multistep history).
 pub trait Scheduler: Send + std::fmt::Debug {
@@ -94,7 +96,7 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 1] = ["EulerDiscreteScheduler"];
+pub const IMPLEMENTED: [&str; 2] = ["EulerDiscreteScheduler", "LMSDiscreteScheduler"];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
 /// override the keys of `scheduler_config.json`; keys the class does not take are ignored, and
@@ -107,6 +109,7 @@ pub fn scheduler_for(
     let config = base.file.with_overrides(options, "scheduler_options");
     match class_name {
         "EulerDiscreteScheduler" => Ok(Box::new(EulerDiscreteScheduler::from_config(&config)?)),
+        "LMSDiscreteScheduler" => Ok(Box::new(LMSDiscreteScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),
