@@ -12,7 +12,7 @@
 use tch::Tensor;
 
 use super::noise_schedule::{TrainingDefaults, TrainingSchedule};
-use super::{numpy, sigmas, PredictionType, Scheduler, TimestepSpacing};
+use super::{numpy, sigmas, without_keys, PredictionType, Scheduler, TimestepSpacing};
 use crate::config::ConfigFile;
 use crate::error::{Error, Result};
 use crate::generator::Generator;
@@ -262,21 +262,6 @@ impl LMSDiscreteScheduler {
         };
         self.step_index = Some(index + 1);
         Ok(prev_sample)
-    }
-}
-
-/// `config` without `keys` (set to `null`, which the accessors read as absent): what
-/// `from_config` does with keys a class's `__init__` does not take.
-pub(crate) fn without_keys(c: &ConfigFile, keys: &[&str]) -> ConfigFile {
-    let present: serde_json::Map<String, serde_json::Value> = keys
-        .iter()
-        .filter(|key| c.raw(key).is_some())
-        .map(|key| ((*key).to_owned(), serde_json::Value::Null))
-        .collect();
-    if present.is_empty() {
-        c.clone()
-    } else {
-        c.with_overrides(&present, "keys the scheduler class does not take removed")
     }
 }
 

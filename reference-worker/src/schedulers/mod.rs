@@ -13,6 +13,8 @@
 //! Schedulers are built as `SchedulerClass.from_config(base_config, **scheduler_options)`
 //! (PROTOCOL B.9) by [`scheduler_for`].
 
+pub mod dpm_common;
+pub mod dpm_solver_multistep;
 pub mod euler_discrete;
 pub mod lms_discrete;
 pub mod noise_schedule;
@@ -26,6 +28,7 @@ use crate::config::{ConfigFile, SchedulerConfig};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 
+pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 pub use lms_discrete::LMSDiscreteScheduler;
 
@@ -96,7 +99,11 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 2] = ["EulerDiscreteScheduler", "LMSDiscreteScheduler"];
+pub const IMPLEMENTED: [&str; 3] = [
+    "DPMSolverMultistepScheduler",
+    "EulerDiscreteScheduler",
+    "LMSDiscreteScheduler",
+];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
 /// override the keys of `scheduler_config.json`; keys the class does not take are ignored, and
@@ -109,6 +116,9 @@ pub fn scheduler_for(
     let config = base.file.with_overrides(options, "scheduler_options");
     match class_name {
         "EulerDiscreteScheduler" => Ok(Box::new(EulerDiscreteScheduler::from_config(&config)?)),
+        "DPMSolverMultistepScheduler" => {
+            Ok(Box::new(DPMSolverMultistepScheduler::from_config(&config)?))
+        }
         "LMSDiscreteScheduler" => Ok(Box::new(LMSDiscreteScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
@@ -160,5 +170,20 @@ impl TimestepSpacing {
                 format!("`{other}` is not one of linspace, leading, trailing"),
             )),
         }
+    }
+}
+
+/// `config` without `keys` (set to `null`, which the accessors read as absent): what
+/// `from_config` does with keys a class's `__init__` does not take.
+pub(crate) fn without_keys(c: &ConfigFile, keys: &[&str]) -> ConfigFile {
+    let present: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .filter(|key| c.raw(key).is_some())
+        .map(|key| ((*key).to_owned(), serde_json::Value::Null))
+        .collect();
+    if present.is_empty() {
+        c.clone()
+    } else {
+        c.with_overrides(&present, "keys the scheduler class does not take removed")
     }
 }
