@@ -15,6 +15,7 @@
 
 pub mod dpm_common;
 pub mod dpm_solver_multistep;
+pub mod dpm_solver_singlestep;
 pub mod euler_discrete;
 pub mod lms_discrete;
 pub mod noise_schedule;
@@ -29,6 +30,7 @@ use crate::error::{Error, Result};
 use crate::generator::Generator;
 
 pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
+pub use dpm_solver_singlestep::DPMSolverSinglestepScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 pub use lms_discrete::LMSDiscreteScheduler;
 
@@ -99,8 +101,9 @@ pub const PROTOCOL_SCHEDULERS: [&str; 12] = [
 ];
 
 /// The schedulers of PROTOCOL B.4 (diffusers class names) this worker implements.
-pub const IMPLEMENTED: [&str; 3] = [
+pub const IMPLEMENTED: [&str; 4] = [
     "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
     "EulerDiscreteScheduler",
     "LMSDiscreteScheduler",
 ];
@@ -119,6 +122,9 @@ pub fn scheduler_for(
         "DPMSolverMultistepScheduler" => {
             Ok(Box::new(DPMSolverMultistepScheduler::from_config(&config)?))
         }
+        "DPMSolverSinglestepScheduler" => Ok(Box::new(DPMSolverSinglestepScheduler::from_config(
+            &config,
+        )?)),
         "LMSDiscreteScheduler" => Ok(Box::new(LMSDiscreteScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
