@@ -180,12 +180,12 @@ impl DpmConfig {
         let final_sigmas_type = match final_sigmas_name.as_str() {
             "zero" => FinalSigmasType::Zero,
             "sigma_min" => FinalSigmasType::SigmaMin,
-            other => return Err(c.invalid(
-                "final_sigmas_type",
-                format!(
-                    "`final_sigmas_type` must be one of 'zero', or 'sigma_min', but got {other}"
-                ),
-            )),
+            other => {
+                return Err(c.invalid(
+                    "final_sigmas_type",
+                    format!("must be one of 'zero', or 'sigma_min', but got {other}"),
+                ))
+            }
         };
         let prediction_type = match c.string_or("prediction_type", "epsilon")?.as_str() {
             "epsilon" => DpmPredictionType::Epsilon,
