@@ -660,12 +660,14 @@ impl Step {
         })
     }
 
-    /// The second-order (D2) term of the third-order updates: `- (alpha_t * ((torch.exp(-h) -
-    /// 1.0 + h) / h**2 - 0.5))` (dpmsolver++), `- (sigma_t * ((torch.exp(h) - 1.0 - h) / h**2 -
-    /// 0.5))` (dpmsolver), `+ (alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2
-    /// - 0.5))` (sde-dpmsolver++; the singlestep class writes `+ (-2.0 * h)` and `(-2.0 * h) **
-    /// 2`, the same float32 values). diffusers has no sde-dpmsolver third-order update (`x_t` is
-    /// never assigned): an error.
+    /// The second-order (D2) term of the third-order updates:
+    ///
+    /// * dpmsolver++: `- (alpha_t * ((torch.exp(-h) - 1.0 + h) / h**2 - 0.5))`
+    /// * dpmsolver: `- (sigma_t * ((torch.exp(h) - 1.0 - h) / h**2 - 0.5))`
+    /// * sde-dpmsolver++:
+    ///   `+ (alpha_t * ((1.0 - torch.exp(-2.0 * h) - 2.0 * h) / (2.0 * h) ** 2 - 0.5))` (the
+    ///   singlestep class writes `+ (-2.0 * h)` and `(-2.0 * h) ** 2`, the same float32 values)
+    /// * sde-dpmsolver: diffusers has no third-order update (`x_t` is never assigned): an error.
     pub fn d2_term<'a>(&self, algorithm: AlgorithmType, d2: &'a Tensor) -> Result<Term<'a>> {
         let h_sq = self.h.f_pow_tensor_scalar(2)?;
         Ok(match algorithm {

@@ -344,3 +344,57 @@ impl Scheduler for DPMSolverMultistepScheduler {
         Ok(prev_sample)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::generator::Generator;
+
+    fn build(json: &str) -> Result<DPMSolverMultistepScheduler> {
+        DPMSolverMultistepScheduler::from_config(&ConfigFile::parse(
+            Path::new("scheduler_config.json"),
+            json,
+        )?)
+    }
+
+    #[test]
+    fn step_before_set_timesteps_is_a_usage_error() {
+        let mut scheduler = build("{}").unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let mut generators = [Generator::new(0).unwrap()];
+        let error = scheduler.step(&x, 999.0, &x, &mut generators).unwrap_err();
+        assert!(matches!(error, Error::SchedulerUsage { .. }), "{error}");
+    }
+
+    #[test]
+    fn refuses_what_diffusers_refuses() {
+        for json in [
+            r#"{"algorithm_type": "dpmsolver"}"#,
+            r#"{"algorithm_type": "deis"}"#,
+            r#"{"algorithm_type": "foo"}"#,
+            r#"{"solver_type": "foo"}"#,
+            r#"{"use_karras_sigmas": true, "use_exponential_sigmas": true}"#,
+            r#"{"use_beta_sigmas": true}"#,
+            r#"{"final_sigmas_type": "foo"}"#,
+        ] {
+            assert!(build(json).is_err(), "{json} accepted");
+        }
+        assert!(build(r#"{"algorithm_type": "deis", "final_sigmas_type": "sigma_min"}"#).is_ok());
+        assert!(build(r#"{"solver_type": "bh2"}"#).is_ok());
+    }
+
+    #[test]
+    fn steps_past_the_schedule_are_a_usage_error() {
+        let mut scheduler = build("{}").unwrap();
+        scheduler.set_timesteps(2).unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, tch::Device::Cpu));
+        let mut generators = [Generator::new(0).unwrap()];
+        for t in scheduler.timestep_values() {
+            drop(scheduler.step(&x, t, &x, &mut generators).unwrap());
+        }
+        let error = scheduler.step(&x, 0.0, &x, &mut generators).unwrap_err();
+        assert!(matches!(error, Error::SchedulerUsage { .. }), "{error}");
+    }
+}

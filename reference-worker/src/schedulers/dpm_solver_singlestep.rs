@@ -439,3 +439,42 @@ mod tests {
         assert!(get_order_list(6, 4, true, min).is_err());
     }
 }
+
+#[cfg(test)]
+mod scheduler_tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn build(json: &str) -> Result<DPMSolverSinglestepScheduler> {
+        DPMSolverSinglestepScheduler::from_config(&ConfigFile::parse(
+            Path::new("scheduler_config.json"),
+            json,
+        )?)
+    }
+
+    #[test]
+    fn lower_order_final_stays_switched_on() {
+        let mut s =
+            build(r#"{"lower_order_final": false, "final_sigmas_type": "sigma_min"}"#).unwrap();
+        s.set_timesteps(6).unwrap();
+        assert_eq!(s.order_list(), [1, 2, 1, 2, 1, 2]);
+        s.set_timesteps(7).unwrap();
+        assert_eq!(s.order_list(), [1, 2, 1, 2, 1, 2, 1]);
+        // register_to_config(lower_order_final=True) persists.
+        s.set_timesteps(6).unwrap();
+        assert_eq!(s.order_list(), [1, 2, 1, 2, 1, 1]);
+    }
+
+    #[test]
+    fn refuses_what_diffusers_refuses() {
+        for json in [
+            r#"{"solver_order": 4}"#,
+            r#"{"algorithm_type": "sde-dpmsolver", "final_sigmas_type": "sigma_min"}"#,
+            r#"{"algorithm_type": "dpmsolver"}"#,
+            r#"{"use_beta_sigmas": true}"#,
+        ] {
+            assert!(build(json).is_err(), "{json} accepted");
+        }
+    }
+}

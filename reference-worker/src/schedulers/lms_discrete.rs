@@ -379,6 +379,8 @@ const UFLOW: f64 = f64::MIN_POSITIVE;
 /// for operation: the integrand at the centre, then the Gauss abscissae (`xgk[1], xgk[3], ...`,
 /// which feed both sums) in pairs `centr - absc`, `centr + absc`, then the Kronrod-only ones, each
 /// pair summed before it is weighted; and the error estimate from the Gauss–Kronrod difference.
+// The loops index several arrays with QUADPACK's own index arithmetic (`jtw = 2 * j + 1`).
+#[allow(clippy::needless_range_loop)]
 pub fn quadpack_qk21(f: impl Fn(f64) -> f64, a: f64, b: f64) -> Qk21 {
     let centr = 0.5 * (a + b);
     let hlgth = 0.5 * (b - a);
@@ -616,5 +618,23 @@ mod tests {
         assert_eq!(c, -2.0);
         let c = lms_coefficient(&[1.0f32, 1.0], 1, 0, 0).unwrap();
         assert_eq!(c, 0.0);
+    }
+}
+
+#[cfg(test)]
+mod scheduler_tests {
+    use std::path::Path;
+
+    use super::*;
+    use tch::{Device, Kind};
+
+    #[test]
+    fn a_timestep_outside_the_schedule_is_a_usage_error() {
+        let c = ConfigFile::parse(Path::new("scheduler_config.json"), "{}").unwrap();
+        let mut scheduler = LMSDiscreteScheduler::from_config(&c).unwrap();
+        scheduler.set_timesteps(5).unwrap();
+        let x = Tensor::zeros([1, 4, 2, 2], (Kind::Float, Device::Cpu));
+        let error = scheduler.step(&x, 12345.0, &x, &mut []).unwrap_err();
+        assert!(matches!(error, Error::SchedulerUsage { .. }), "{error}");
     }
 }
