@@ -16,12 +16,16 @@
 pub mod ddim;
 pub mod ddpm;
 pub mod discrete;
+pub mod dpm_common;
+pub mod dpm_solver_multistep;
+pub mod dpm_solver_singlestep;
 pub mod euler_ancestral_discrete;
 pub mod euler_discrete;
 pub mod heun_discrete;
 pub mod k_discrete;
 pub mod kdpm2_ancestral_discrete;
 pub mod kdpm2_discrete;
+pub mod lms_discrete;
 pub mod noise_schedule;
 pub mod numpy;
 pub mod pndm;
@@ -38,11 +42,14 @@ use crate::generator::Generator;
 
 pub use ddim::DDIMScheduler;
 pub use ddpm::DDPMScheduler;
+pub use dpm_solver_multistep::DPMSolverMultistepScheduler;
+pub use dpm_solver_singlestep::DPMSolverSinglestepScheduler;
 pub use euler_ancestral_discrete::EulerAncestralDiscreteScheduler;
 pub use euler_discrete::EulerDiscreteScheduler;
 pub use heun_discrete::HeunDiscreteScheduler;
 pub use kdpm2_ancestral_discrete::KDPM2AncestralDiscreteScheduler;
 pub use kdpm2_discrete::KDPM2DiscreteScheduler;
+pub use lms_discrete::LMSDiscreteScheduler;
 pub use pndm::PNDMScheduler;
 pub use unipc_multistep::UniPCMultistepScheduler;
 
@@ -123,6 +130,9 @@ pub const IMPLEMENTED: &[&str] = &[
     "DDPMScheduler",
     "PNDMScheduler",
     "UniPCMultistepScheduler",
+    "DPMSolverMultistepScheduler",
+    "DPMSolverSinglestepScheduler",
+    "LMSDiscreteScheduler",
 ];
 
 /// `class_name.from_config(base, **options)`: `options` (the request's `scheduler_options`)
@@ -148,6 +158,13 @@ pub fn scheduler_for(
         "DDPMScheduler" => Ok(Box::new(DDPMScheduler::from_config(&config)?)),
         "PNDMScheduler" => Ok(Box::new(PNDMScheduler::from_config(&config)?)),
         "UniPCMultistepScheduler" => Ok(Box::new(UniPCMultistepScheduler::from_config(&config)?)),
+        "DPMSolverMultistepScheduler" => {
+            Ok(Box::new(DPMSolverMultistepScheduler::from_config(&config)?))
+        }
+        "DPMSolverSinglestepScheduler" => Ok(Box::new(DPMSolverSinglestepScheduler::from_config(
+            &config,
+        )?)),
+        "LMSDiscreteScheduler" => Ok(Box::new(LMSDiscreteScheduler::from_config(&config)?)),
         _ => Err(Error::UnknownScheduler {
             name: class_name.to_owned(),
             known: IMPLEMENTED.to_vec(),
@@ -198,5 +215,20 @@ impl TimestepSpacing {
                 format!("`{other}` is not one of linspace, leading, trailing"),
             )),
         }
+    }
+}
+
+/// `config` without `keys` (set to `null`, which the accessors read as absent): what
+/// `from_config` does with keys a class's `__init__` does not take.
+pub(crate) fn without_keys(c: &ConfigFile, keys: &[&str]) -> ConfigFile {
+    let present: serde_json::Map<String, serde_json::Value> = keys
+        .iter()
+        .filter(|key| c.raw(key).is_some())
+        .map(|key| ((*key).to_owned(), serde_json::Value::Null))
+        .collect();
+    if present.is_empty() {
+        c.clone()
+    } else {
+        c.with_overrides(&present, "keys the scheduler class does not take removed")
     }
 }
