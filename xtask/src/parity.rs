@@ -4,6 +4,10 @@
 //! the PNGs pixel by pixel: one line per case with the maximum absolute 8-bit difference and the
 //! PSNR. Fails when any image is below 40 dB (or has another size, or is missing).
 //!
+//! `--random N [--seed S]` renders N random requests instead (any scheduler, seed, 1–50 steps,
+//! sizes, batch of 1 or 2, guidance, spacing, karras; reproducible from S), for the cases nobody
+//! wrote.
+//!
 //! `--goldens` compares the committed goldens (`golden/`, issue 7) with diffusers instead: every
 //! case of `golden/manifest.json` rendered by diffusers from the manifest's request, against the
 //! golden PNG.
@@ -31,6 +35,8 @@ pub struct Comparison {
 pub fn run(args: &[String]) -> Result<()> {
     let mut json_output = false;
     let mut goldens = false;
+    let mut random: Option<usize> = None;
+    let mut random_seed: u64 = 1;
     let mut filter: Option<String> = None;
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -38,9 +44,18 @@ pub fn run(args: &[String]) -> Result<()> {
             "--json" => json_output = true,
             "--goldens" => goldens = true,
             "--filter" => filter = Some(it.next().context("--filter needs a value")?.clone()),
-            other => {
-                bail!("unknown argument `{other}` (expected --json, --filter TEXT, --goldens)")
+            "--random" => {
+                let value = it.next().context("--random needs a count")?;
+                random = Some(value.parse().with_context(|| format!("--random {value}"))?);
             }
+            "--seed" => {
+                let value = it.next().context("--seed needs a number")?;
+                random_seed = value.parse().with_context(|| format!("--seed {value}"))?;
+            }
+            other => bail!(
+                "unknown argument `{other}` (expected --json, --filter TEXT, --goldens, \
+                 --random N [--seed S])"
+            ),
         }
     }
     let venv = setup::ensure()?;
@@ -50,6 +65,14 @@ pub fn run(args: &[String]) -> Result<()> {
             rows,
             json_output,
             &project_root().join("target/parity-goldens"),
+        );
+    }
+    if let Some(count) = random {
+        let rows = random_rows(&venv, count, random_seed)?;
+        return report(
+            rows,
+            json_output,
+            &project_root().join("target/parity-random"),
         );
     }
     let rows = case_rows(&venv, filter.as_deref())?;
@@ -78,6 +101,93 @@ pub fn case_rows(venv: &Path, filter: Option<&str>) -> Result<Vec<Value>> {
     let out = root.join("target/parity");
     let _ = std::fs::remove_dir_all(&out);
     std::fs::create_dir_all(&out)?;
+    render_and_compare(venv, &cases, &out)
+}
+
+/// `count` random requests (from `seed`) rendered by both sides: schedulers, seeds, step counts
+/// 1–50, sizes, batch sizes, guidance, spacing and karras drawn at random, so that parity is also
+/// shown on cases nobody wrote. The requests are kept in `target/parity-random/requests/`.
+pub fn random_rows(venv: &Path, count: usize, seed: u64) -> Result<Vec<Value>> {
+    run_checked(Command::new("cargo").args(["build", "--release", "-p", "reference-worker"]))?;
+    let root = project_root();
+    let out = root.join("target/parity-random");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(out.join("requests"))?;
+    let mut rng = SplitMix64(seed);
+    let classes: Vec<&str> = transformer::schedulers::class_names().collect();
+    let mut cases = Vec::new();
+    for i in 0..count {
+        let class = classes[rng.below(classes.len())];
+        let name = format!("random_{seed}_{i:03}");
+        const PROMPTS: [&str; 4] = [
+            "a red fox in the snow",
+            "a city street at night, neon",
+            "portrait of an old sailor",
+            "a bowl of fruit, still life",
+        ];
+        const SIZES: [u32; 3] = [256, 320, 384];
+        const GUIDANCE: [f64; 4] = [1.0, 4.5, 7.5, 12.0];
+        const SPACINGS: [&str; 3] = ["leading", "trailing", "linspace"];
+        let prompt = PROMPTS[rng.below(PROMPTS.len())];
+        let steps = 1 + rng.below(50);
+        let guidance = GUIDANCE[rng.below(GUIDANCE.len())];
+        let image_seed = rng.below(2_147_483_000);
+        let (width, height) = (SIZES[rng.below(3)], SIZES[rng.below(3)]);
+        let spacing = SPACINGS[rng.below(3)];
+        let karras = rng.below(2) == 1;
+        let batch = 1 + rng.below(2);
+        let mut data = json!({
+            "worker_type": "enhanced_sdxl_worker",
+            "prompt": prompt,
+            "hyperparameters": {
+                "num_inference_steps": steps,
+                "guidance_scale": guidance,
+                "seed": image_seed,
+            },
+            "dimensions": {"width": width, "height": height},
+            "scheduler": class,
+            "scheduler_options": {"timestep_spacing": spacing, "use_karras_sigmas": karras},
+            "batch": {"size": batch},
+        });
+        if rng.below(2) == 1 {
+            data["negative_prompt"] =
+                json!(["blurry", "", "low quality, jpeg artifacts"][rng.below(3)]);
+        }
+        let request =
+            json!({"message_type": "inference_request", "request_id": name, "data": data});
+        let path = out.join("requests").join(format!("{name}.json"));
+        std::fs::write(&path, serde_json::to_vec_pretty(&request)?)?;
+        cases.push(path);
+    }
+    eprintln!(
+        "parity: {count} random case(s) from seed {seed} in {}",
+        out.join("requests").display()
+    );
+    render_and_compare(venv, &cases, &out)
+}
+
+/// SplitMix64: a tiny, seedable generator (the random cases must be reproducible from the seed).
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (the modulo bias is irrelevant here).
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
+
+/// Renders each request file with diffusers (one process) and the reference worker, into `out`,
+/// and compares; one row per image.
+fn render_and_compare(venv: &Path, cases: &[PathBuf], out: &Path) -> Result<Vec<Value>> {
+    let root = project_root();
 
     let mut oracle = Command::new(venv.join("bin/python"));
     oracle
@@ -86,12 +196,12 @@ pub fn case_rows(venv: &Path, filter: Option<&str>) -> Result<Vec<Value>> {
         .arg(root.join(MODEL))
         .arg("--out-dir")
         .arg(out.join("diffusers"))
-        .args(&cases);
+        .args(cases);
     run_quiet(&mut oracle, "the diffusers oracle")?;
 
     let worker = root.join("target/release/reference-worker");
     let mut rows = Vec::new();
-    for case in &cases {
+    for case in cases {
         let name = case
             .file_stem()
             .unwrap_or_default()
