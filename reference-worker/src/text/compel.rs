@@ -226,7 +226,7 @@ fn weighted_embedding(
     };
     let delta = z.f_sub(&empty_z)?;
     let weighted = empty_z.f_add(&delta.f_mul(&expanded)?)?;
-    Ok(Tensor::f_where_self(&identity, &z, &weighted)?)
+    Ok(z.f_where_self(&identity, &weighted)?)
 }
 
 /// `_get_token_ranges_for_fragments` with `truncate=True`: each fragment's first and last
