@@ -5,8 +5,9 @@
 //!   signs);
 //! - `(several words)1.3`, `(words)+`, `"quoted words"0.8`, `(words).attend(1.2)`: a group
 //!   weighted (no space before a suffix weight); groups nest and weights multiply;
-//! - `\(`, `\)`, `\"`, `\,`, `\.`, `\+`, `\-`, `\=`: those characters as text (the backslash stays
-//!   in the text, as compel leaves it);
+//! - `\(`, `\)`, `\"`, `\,`, `\.`, `\+`, `\-`, `\=`: those characters as text; compel's
+//!   `Fragment` turns `\(`, `\)`, `\"` into the bare characters and leaves the backslash of the
+//!   others in the text;
 //! - everything else is text; after parsing, neighbouring fragments of equal weight are joined
 //!   with one space (compel's `fuse_fragments`), and `,x` gets a space (`, x`) first.
 //!
@@ -143,11 +144,23 @@ fn flatten(nodes: &[Node], scale: f64, out: &mut Vec<Fragment>) {
         match node {
             // Fragment(node.text, node.weight * weight_scale), node.weight being 1.
             Node::Fragment(text) => out.push(Fragment {
-                text: text.clone(),
+                text: unescape(text),
                 weight: 1.0 * scale,
             }),
             Node::Attention(weight, children) => flatten(children, scale * weight, out),
         }
+    }
+}
+
+/// What compel's `Fragment(text)` constructor does to every text it is given (at parse time, when
+/// flattening and when fusing): `\(`, `\)` and `\"` become `(`, `)` and `"`.
+fn unescape(text: &str) -> String {
+    if text.contains("\\\"") || text.contains("\\(") || text.contains("\\)") {
+        text.replace("\\(", "(")
+            .replace("\\)", ")")
+            .replace("\\\"", "\"")
+    } else {
+        text.to_owned()
     }
 }
 
@@ -157,7 +170,7 @@ fn fuse(fragments: Vec<Fragment>) -> Vec<Fragment> {
     for fragment in fragments {
         match fused.last_mut() {
             Some(last) if last.weight == fragment.weight => {
-                last.text = format!("{} {}", last.text, fragment.text);
+                last.text = unescape(&format!("{} {}", last.text, fragment.text));
             }
             _ => fused.push(fragment),
         }
@@ -207,7 +220,7 @@ impl Parser<'_> {
                 nodes.append(&mut parsed);
                 i = end;
             } else if let Some((word, end)) = self.free_word(i) {
-                nodes.push(Node::Fragment(word));
+                nodes.push(Node::Fragment(unescape(&word)));
                 i = end;
             } else if self.at(i).is_some_and(|c| PYPARSING_WHITE.contains(&c)) {
                 i = self.skip_white(i);
@@ -301,7 +314,7 @@ impl Parser<'_> {
                 nodes.append(&mut parsed);
                 i = end;
             } else if let Some((word, end)) = self.non_syntax_word(i) {
-                nodes.push(Node::Fragment(word));
+                nodes.push(Node::Fragment(unescape(&word)));
                 i = end;
             } else {
                 let j = self.skip_white(i);
@@ -320,7 +333,7 @@ impl Parser<'_> {
     fn operator_target(&self, i: usize) -> Parsed {
         self.quoted(i).or_else(|| self.parenthesized(i)).or_else(|| {
             self.non_syntax_word(i)
-                .map(|(word, end)| (vec![Node::Fragment(word)], end))
+                .map(|(word, end)| (vec![Node::Fragment(unescape(&word))], end))
         })
     }
 
@@ -350,7 +363,10 @@ impl Parser<'_> {
             return None;
         }
         let (weight, end) = self.signs(end)?;
-        Some((vec![Node::Attention(weight, vec![Node::Fragment(word)])], end))
+        Some((
+            vec![Node::Attention(weight, vec![Node::Fragment(unescape(&word))])],
+            end,
+        ))
     }
 
     /// `Word('+') | Word('-')`: `base ** count`.
