@@ -500,4 +500,43 @@ mod tests {
             other => panic!("float16 on CPU should be refused, got {other:?}"),
         }
     }
+
+    #[test]
+    fn issue_6_fields_are_read() {
+        let mut value = data(Value::Null);
+        value["clip_skip"] = json!(2);
+        value["prompt_attention"] = json!("compel");
+        value["textual_inversions"] = json!([
+            {"path": "a.safetensors", "token": "<a>"},
+            {"path": "/abs/b.safetensors"}
+        ]);
+        let request = RenderRequest::from_v2_data(&value, |_| 0).unwrap();
+        assert_eq!(request.clip_skip, Some(2));
+        assert_eq!(request.prompt_attention, PromptAttention::Compel);
+        assert_eq!(
+            request.textual_inversions,
+            vec![
+                TextualInversionRef {
+                    token: Some("<a>".into()),
+                    path: PathBuf::from("a.safetensors")
+                },
+                TextualInversionRef {
+                    token: None,
+                    path: PathBuf::from("/abs/b.safetensors")
+                },
+            ]
+        );
+        let mut value = data(Value::Null);
+        value["prompt_attention"] = json!("none");
+        value["textual_inversions"] = json!([]);
+        let request = RenderRequest::from_v2_data(&value, |_| 0).unwrap();
+        assert_eq!(request.prompt_attention, PromptAttention::None);
+        assert!(request.textual_inversions.is_empty());
+        assert_eq!(request.clip_skip, None);
+        value["prompt_attention"] = json!("sd-webui");
+        match RenderRequest::from_v2_data(&value, |_| 0) {
+            Err(Error::Unsupported { path, .. }) => assert_eq!(path, "/data/prompt_attention"),
+            other => panic!("an unknown syntax should be refused, got {other:?}"),
+        }
+    }
 }
