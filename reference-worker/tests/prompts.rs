@@ -70,10 +70,38 @@ const LONG: &str = "a very long prompt about a lighthouse on a rocky coast at da
     horses, a dragon circling above the clouds, villagers at the market selling bread, apples";
 
 const CASES: &[Case] = &[
-    case("none_clip_skip_1", "a fox in the snow", Some("blurry"), Some(1), "none", &[]),
-    case("none_clip_skip_3", "a fox in the snow", None, Some(3), "none", &[]),
-    case("none_clip_skip_0", "a fox in the snow", Some(""), Some(0), "none", &[]),
-    case("ti_single", "a photo of tiny-single on a table", None, None, "none", &[SINGLE]),
+    case(
+        "none_clip_skip_1",
+        "a fox in the snow",
+        Some("blurry"),
+        Some(1),
+        "none",
+        &[],
+    ),
+    case(
+        "none_clip_skip_3",
+        "a fox in the snow",
+        None,
+        Some(3),
+        "none",
+        &[],
+    ),
+    case(
+        "none_clip_skip_0",
+        "a fox in the snow",
+        Some(""),
+        Some(0),
+        "none",
+        &[],
+    ),
+    case(
+        "ti_single",
+        "a photo of tiny-single on a table",
+        None,
+        None,
+        "none",
+        &[SINGLE],
+    ),
     case(
         "ti_multi_in_negative",
         "a <multi> cat, <multi>",
@@ -98,7 +126,14 @@ const CASES: &[Case] = &[
         "compel",
         &[],
     ),
-    case("compel_plain", "a photo of a cat", Some(""), None, "compel", &[]),
+    case(
+        "compel_plain",
+        "a photo of a cat",
+        Some(""),
+        None,
+        "compel",
+        &[],
+    ),
     case(
         "compel_nested_clip_skip",
         "(a (lighthouse)1.2 on a rocky coast)0.8, \"soft light\"-",
@@ -131,7 +166,14 @@ const CASES: &[Case] = &[
         "a1111",
         &[],
     ),
-    case("a1111_long", LONG, Some("(worst quality:1.4)"), None, "a1111", &[]),
+    case(
+        "a1111_long",
+        LONG,
+        Some("(worst quality:1.4)"),
+        None,
+        "a1111",
+        &[],
+    ),
     case(
         "a1111_break_clip_skip",
         "a castle BREAK (a dragon:0.7) BREAK",
@@ -216,8 +258,10 @@ fn oracle() -> &'static Oracle {
             })
             .collect();
         for (i, prompt) in COMPEL_PROMPTS.iter().enumerate() {
-            cases.push(json!({"name": format!("compel_parse_{i}"), "parse": "compel",
-                              "prompt": prompt, "model": tiny()}));
+            cases.push(
+                json!({"name": format!("compel_parse_{i}"), "parse": "compel",
+                              "prompt": prompt, "model": tiny()}),
+            );
         }
         for (i, prompt) in A1111_PROMPTS.iter().enumerate() {
             cases.push(json!({"name": format!("a1111_parse_{i}"), "parse": "a1111",
@@ -289,9 +333,15 @@ fn encodings_equal_diffusers_with_textual_inversions_clip_skip_and_weighting() {
         let negative = encoded.negative.as_ref().expect("guidance 7.5");
         for (name, actual) in [
             ("prompt_embeds", &encoded.positive.prompt_embeds),
-            ("pooled_prompt_embeds", &encoded.positive.pooled_prompt_embeds),
+            (
+                "pooled_prompt_embeds",
+                &encoded.positive.pooled_prompt_embeds,
+            ),
             ("negative_prompt_embeds", &negative.prompt_embeds),
-            ("negative_pooled_prompt_embeds", &negative.pooled_prompt_embeds),
+            (
+                "negative_pooled_prompt_embeds",
+                &negative.pooled_prompt_embeds,
+            ),
         ] {
             let expected = expected_tensor(&bytes, name)
                 .unwrap_or_else(|| panic!("{}: the oracle wrote no {name}", case.name));
@@ -318,8 +368,14 @@ fn clip_skip_changes_only_the_positive_side() {
     };
     let (none, zero, one) = (skip(None), skip(Some(0)), skip(Some(1)));
     let same = |a: &Tensor, b: &Tensor| a.equal(b);
-    assert!(same(&none.positive.prompt_embeds, &zero.positive.prompt_embeds));
-    assert!(!same(&none.positive.prompt_embeds, &one.positive.prompt_embeds));
+    assert!(same(
+        &none.positive.prompt_embeds,
+        &zero.positive.prompt_embeds
+    ));
+    assert!(!same(
+        &none.positive.prompt_embeds,
+        &one.positive.prompt_embeds
+    ));
     assert!(same(
         &none.positive.pooled_prompt_embeds,
         &one.positive.pooled_prompt_embeds
@@ -404,13 +460,12 @@ fn a1111_parser_and_chunks_match_the_reference() {
                 continue;
             }
         };
-        for (tokenizer, expected) in tokenizers.iter().zip(expected["chunks"].as_array().unwrap())
+        for (tokenizer, expected) in tokenizers
+            .iter()
+            .zip(expected["chunks"].as_array().unwrap())
         {
             let chunks = a1111::chunks(&pieces, tokenizer).unwrap();
-            let actual: Vec<Value> = chunks
-                .iter()
-                .map(|c| json!([c.ids, c.weights]))
-                .collect();
+            let actual: Vec<Value> = chunks.iter().map(|c| json!([c.ids, c.weights])).collect();
             if &Value::Array(actual) != expected {
                 failures.push(format!("{prompt:?}: chunks differ with {:?}", tokenizer));
             }
@@ -464,7 +519,10 @@ fn bad_embedding_files_fail_naming_file_tensor_and_shape() {
         message.contains("only-l.safetensors") && message.contains("`clip_g`"),
         "{message}"
     );
-    assert!(message.contains("`clip_l`"), "lists what the file has: {message}");
+    assert!(
+        message.contains("`clip_l`"),
+        "lists what the file has: {message}"
+    );
 
     let only_g = write_embedding(dir.path(), "only-g", &[("clip_g", vectors(1, 32))]);
     assert!(load_error(&only_g, None).contains("`clip_l`"));
@@ -473,13 +531,18 @@ fn bad_embedding_files_fail_naming_file_tensor_and_shape() {
         dir.path(),
         "cube",
         &[
-            ("clip_l", Tensor::ones([1, 2, 32], (Kind::Float, tch::Device::Cpu))),
+            (
+                "clip_l",
+                Tensor::ones([1, 2, 32], (Kind::Float, tch::Device::Cpu)),
+            ),
             ("clip_g", vectors(1, 32)),
         ],
     );
     let message = load_error(&cube, None);
     assert!(
-        message.contains("cube.safetensors") && message.contains("`clip_l`") && message.contains("[1, 2, 32]"),
+        message.contains("cube.safetensors")
+            && message.contains("`clip_l`")
+            && message.contains("[1, 2, 32]"),
         "{message}"
     );
 
@@ -534,7 +597,9 @@ fn bad_embedding_files_fail_naming_file_tensor_and_shape() {
     );
 
     let missing = dir.path().join("missing.safetensors");
-    let message = TextualInversion::load(&missing, None).unwrap_err().to_string();
+    let message = TextualInversion::load(&missing, None)
+        .unwrap_err()
+        .to_string();
     assert!(message.contains("missing.safetensors"), "{message}");
 }
 
@@ -558,6 +623,12 @@ fn textual_inversion_tokens_default_to_the_file_stem_and_expand() {
         .encode_prompt_with("a <m>", None, false, &options)
         .unwrap();
     let after = encoders.encode_prompt("a <m>", None, false).unwrap();
-    assert!(!with.positive.prompt_embeds.equal(&before.positive.prompt_embeds));
-    assert!(after.positive.prompt_embeds.equal(&before.positive.prompt_embeds));
+    assert!(!with
+        .positive
+        .prompt_embeds
+        .equal(&before.positive.prompt_embeds));
+    assert!(after
+        .positive
+        .prompt_embeds
+        .equal(&before.positive.prompt_embeds));
 }

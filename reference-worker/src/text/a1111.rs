@@ -273,9 +273,9 @@ pub fn chunks(pieces: &[Piece], tokenizer: &ClipTokenizer) -> Result<Vec<Chunk>>
         for token in tokenizer.encode_plain(&piece.text)? {
             if Some(token) == comma {
                 last_comma = Some(ids.len());
-            } else if let Some(at) = last_comma.filter(|at| {
-                ids.len() == CHUNK_LENGTH && ids.len() - at <= COMMA_BACKTRACK
-            }) {
+            } else if let Some(at) = last_comma
+                .filter(|at| ids.len() == CHUNK_LENGTH && ids.len() - at <= COMMA_BACKTRACK)
+            {
                 let moved_ids = ids.split_off(at + 1);
                 let moved_weights = weights.split_off(at + 1);
                 finish(&mut ids, &mut weights, &mut done);

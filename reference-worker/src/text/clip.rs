@@ -314,10 +314,11 @@ impl ClipTextModel {
                         .view([1, 1, 1, seq_length])
                         .le_tensor(&positions.view([1, 1, seq_length, 1]));
                     let padding = padding.view([batch, 1, 1, seq_length]);
-                    Some(causal.logical_and(&padding).expand(
-                        [batch, -1, seq_length, seq_length],
-                        false,
-                    ))
+                    Some(
+                        causal
+                            .logical_and(&padding)
+                            .expand([batch, -1, seq_length, seq_length], false),
+                    )
                 }
             }
             None => None,
@@ -335,13 +336,8 @@ impl ClipTextModel {
         let mut all_hidden_states = Vec::with_capacity(self.layers.len() + 1);
         all_hidden_states.push(hidden_states.shallow_clone());
         for layer in &self.layers {
-            hidden_states = self.encoder_layer(
-                layer,
-                &hidden_states,
-                sdpa_mask.as_ref(),
-                batch,
-                seq_length,
-            );
+            hidden_states =
+                self.encoder_layer(layer, &hidden_states, sdpa_mask.as_ref(), batch, seq_length);
             all_hidden_states.push(hidden_states.shallow_clone());
         }
         let last_hidden_state = self.final_layer_norm.forward(&hidden_states);

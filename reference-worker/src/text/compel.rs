@@ -79,11 +79,7 @@ pub(crate) fn encode(
 }
 
 /// `get_token_ids([text], include_start_and_end_markers=False)` with `truncate=True`.
-fn token_ids(
-    view: &EncoderView,
-    text: &str,
-    manager: Option<&ClipTokenizer>,
-) -> Result<Vec<i64>> {
+fn token_ids(view: &EncoderView, text: &str, manager: Option<&ClipTokenizer>) -> Result<Vec<i64>> {
     let limit = view.tokenizer().model_max_length() - 2;
     let mut ids = view.tokenizer().encode_plain(text)?;
     ids.truncate(limit);
@@ -182,11 +178,14 @@ fn provider_embeddings(
     let lerp = Tensor::from_slice(&lerp_weights).f_to_kind(embeddings.kind())?;
     let lerp = lerp.f_div(&lerp.f_sum(None::<Kind>)?)?;
     let reshaped = lerp.f_reshape([-1, 1, 1])?;
-    let blended = embeddings
-        .f_mul(&reshaped)?
-        .f_sum_dim_intlist(&[1i64][..], false, None::<Kind>)?;
+    let blended =
+        embeddings
+            .f_mul(&reshaped)?
+            .f_sum_dim_intlist(&[1i64][..], false, None::<Kind>)?;
     let lerped = blended.f_squeeze_dim(0)?;
-    Ok(lerped.f_unsqueeze(0)?.f_to_kind(view.model.token_embedding().kind())?)
+    Ok(lerped
+        .f_unsqueeze(0)?
+        .f_to_kind(view.model.token_embedding().kind())?)
 }
 
 /// `build_weighted_embedding_tensor` for one chunk; `empty` caches the provider's `empty_z`.
@@ -217,7 +216,10 @@ fn weighted_embedding(
                 i64::from(tokenizer.bos_token_id()),
                 i64::from(tokenizer.eos_token_id()),
             ];
-            empty_ids.resize(tokenizer.model_max_length(), i64::from(tokenizer.pad_token_id()));
+            empty_ids.resize(
+                tokenizer.model_max_length(),
+                i64::from(tokenizer.pad_token_id()),
+            );
             let mut output = view.run(&empty_ids, None)?;
             let empty_z = view.hidden_state(&mut output, layer_from_end)?;
             *empty = Some(empty_z.shallow_clone());

@@ -250,9 +250,8 @@ impl Parser<'_> {
                 Some('\\') if self.at(j + 1).is_some_and(|c| SYNTACTIC.contains(&c)) => j += 2,
                 Some('+' | '-') => {
                     let next = self.at(j + 1);
-                    let blocked = next.is_none_or(|c| {
-                        PYPARSING_WHITE.contains(&c) || SYNTACTIC.contains(&c)
-                    });
+                    let blocked =
+                        next.is_none_or(|c| PYPARSING_WHITE.contains(&c) || SYNTACTIC.contains(&c));
                     if blocked {
                         // non_float_number: `-` followed by digits (never reached: a digit
                         // does not block the sign above).
@@ -331,10 +330,12 @@ impl Parser<'_> {
 
     /// quoted | parenthesized | non_syntax_word, as a group of nodes.
     fn operator_target(&self, i: usize) -> Parsed {
-        self.quoted(i).or_else(|| self.parenthesized(i)).or_else(|| {
-            self.non_syntax_word(i)
-                .map(|(word, end)| (vec![Node::Fragment(unescape(&word))], end))
-        })
+        self.quoted(i)
+            .or_else(|| self.parenthesized(i))
+            .or_else(|| {
+                self.non_syntax_word(i)
+                    .map(|(word, end)| (vec![Node::Fragment(unescape(&word))], end))
+            })
     }
 
     fn attention(&self, i: usize) -> Parsed {
@@ -364,7 +365,10 @@ impl Parser<'_> {
         }
         let (weight, end) = self.signs(end)?;
         Some((
-            vec![Node::Attention(weight, vec![Node::Fragment(unescape(&word))])],
+            vec![Node::Attention(
+                weight,
+                vec![Node::Fragment(unescape(&word))],
+            )],
             end,
         ))
     }
@@ -534,7 +538,11 @@ mod tests {
 
     #[test]
     fn unsupported_operators_are_refused() {
-        for prompt in ["(\"a\", \"b\").blend(1, 1)", "(a, b).and()", "cat.swap(dog)"] {
+        for prompt in [
+            "(\"a\", \"b\").blend(1, 1)",
+            "(a, b).and()",
+            "cat.swap(dog)",
+        ] {
             assert!(parse(prompt).is_err(), "{prompt}");
         }
         assert!(parse("()").is_err(), "an empty conjunction");

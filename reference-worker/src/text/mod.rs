@@ -40,8 +40,8 @@ pub mod a1111;
 mod clip;
 pub mod compel;
 pub mod compel_syntax;
-mod tokenizer;
 pub mod textual_inversion;
+mod tokenizer;
 
 pub use clip::{Activation, ClipTextModel, ClipTextOutput};
 pub use textual_inversion::TextualInversion;
@@ -257,7 +257,10 @@ impl TextEncoders {
     }
 
     /// The encoders as one request sees them: with its textual inversions' tokens and rows.
-    fn views<'a>(&'a self, textual_inversions: &[TextualInversion]) -> Result<Vec<EncoderView<'a>>> {
+    fn views<'a>(
+        &'a self,
+        textual_inversions: &[TextualInversion],
+    ) -> Result<Vec<EncoderView<'a>>> {
         self.encoders
             .iter()
             .map(|encoder| {
@@ -333,7 +336,11 @@ impl EncoderView<'_> {
     }
 
     /// `text_encoder(ids[None], attention_mask, output_hidden_states=True)`.
-    pub(crate) fn run(&self, ids: &[i64], attention_mask: Option<&[i64]>) -> Result<ClipTextOutput> {
+    pub(crate) fn run(
+        &self,
+        ids: &[i64],
+        attention_mask: Option<&[i64]>,
+    ) -> Result<ClipTextOutput> {
         let length = to_i64(ids.len());
         let input_ids = Tensor::from_slice(ids).reshape([1, length]);
         let mask = attention_mask.map(|mask| Tensor::from_slice(mask).reshape([1, length]));

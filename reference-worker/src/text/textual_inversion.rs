@@ -72,15 +72,17 @@ impl TextualInversion {
             });
         }
         let vectors = |name: &str| -> Result<Tensor> {
-            let info = file.info(name).ok_or_else(|| Error::InvalidTextualInversion {
-                path: path.to_owned(),
-                tensor: Some(name.to_owned()),
-                message: format!(
-                    "missing: an SDXL embedding file holds `{CLIP_L}` (text_encoder) and \
+            let info = file
+                .info(name)
+                .ok_or_else(|| Error::InvalidTextualInversion {
+                    path: path.to_owned(),
+                    tensor: Some(name.to_owned()),
+                    message: format!(
+                        "missing: an SDXL embedding file holds `{CLIP_L}` (text_encoder) and \
                      `{CLIP_G}` (text_encoder_2); this one has {}",
-                    describe_names(file.names())
-                ),
-            })?;
+                        describe_names(file.names())
+                    ),
+                })?;
             let shape = info.shape.clone();
             let tensor = file.tensor(name, Kind::Double)?;
             match shape.as_slice() {
@@ -218,7 +220,9 @@ pub(crate) fn extend_encoder(
         let new_rows = tokenizer.len() as i64 + count;
         let kept = rows.min(new_rows);
         let resized = Tensor::f_zeros([new_rows, hidden], (table.kind(), table.device()))?;
-        resized.f_narrow(0, 0, kept)?.f_copy_(&table.f_narrow(0, 0, kept)?)?;
+        resized
+            .f_narrow(0, 0, kept)?
+            .f_copy_(&table.f_narrow(0, 0, kept)?)?;
         let (extended, ids) = tokenizer.with_added_tokens(&tokens)?;
         let mut written = vec![false; (new_rows - kept) as usize];
         for (row, id) in ids.iter().enumerate() {

@@ -240,10 +240,13 @@ impl ClipTokenizer {
             let added = [AddedToken::from(token.clone(), false)];
             copy.untruncated.add_tokens(&added);
             copy.padded.add_tokens(&added);
-            let id = copy.untruncated.token_to_id(token).ok_or_else(|| Error::Tokenizer {
-                path: self.path.clone(),
-                message: format!("could not add the token `{token}`"),
-            })?;
+            let id = copy
+                .untruncated
+                .token_to_id(token)
+                .ok_or_else(|| Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: format!("could not add the token `{token}`"),
+                })?;
             if copy.padded.token_to_id(token) != Some(id) {
                 return Err(Error::Tokenizer {
                     path: self.path.clone(),
