@@ -419,10 +419,7 @@ mod tests {
         );
         let hill = 0.5 * 1.1;
         assert_eq!(
-            pairs("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky))).")
-                .into_iter()
-                .map(|(t, w)| (t, w))
-                .collect::<Vec<_>>(),
+            pairs("a (((house:1.3)) [on] a (hill:0.5), sun, (((sky)))."),
             vec![
                 ("a ".into(), 1.0),
                 ("house".into(), 1.3 * 1.1 * 1.1),
