@@ -140,6 +140,20 @@ pub enum Error {
     #[error("{}: tokenizer: {message}", path.display())]
     Tokenizer { path: PathBuf, message: String },
 
+    // ---- textual inversions -------------------------------------------------------------------
+    /// An embedding file that cannot be loaded as diffusers loads an SDXL textual inversion (a
+    /// missing `clip_l`/`clip_g`, a wrong shape, a token already in the vocabulary).
+    #[error(
+        "{}{}: {message}",
+        path.display(),
+        tensor.as_ref().map(|t| format!(": tensor `{t}`")).unwrap_or_default()
+    )]
+    InvalidTextualInversion {
+        path: PathBuf,
+        tensor: Option<String>,
+        message: String,
+    },
+
     // ---- libtorch -----------------------------------------------------------------------------
     /// libtorch reported an error (a C++ exception turned into a value).
     #[error("libtorch: {0}")]

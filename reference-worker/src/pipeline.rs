@@ -17,7 +17,7 @@ use crate::generator::Generator;
 use crate::image::{postprocess, RgbImage};
 use crate::noise::randn_tensor;
 use crate::schedulers::scheduler_for;
-use crate::text::TextEncoders;
+use crate::text::{PromptAttention, PromptOptions, TextEncoders, TextualInversion};
 use crate::unet::UNet2DConditionModel;
 use crate::vae::AutoencoderKL;
 
@@ -41,6 +41,23 @@ pub struct RenderRequest {
     /// `precision.dtype`: the dtype the pipeline is loaded and run in (diffusers' `torch_dtype`),
     /// `Kind::Float` (the default) or `Kind::BFloat16`.
     pub kind: Kind,
+    /// `clip_skip`: layers skipped from the end of both text encoders, positive prompt only.
+    pub clip_skip: Option<usize>,
+    /// `prompt_attention`: the prompt weighting syntax.
+    pub prompt_attention: PromptAttention,
+    /// `textual_inversions`, in request order.
+    pub textual_inversions: Vec<TextualInversionRef>,
+}
+
+/// One `textual_inversions[]` entry: an SDXL embedding file (`clip_l` + `clip_g`) and its token.
+///
+/// `path` is a path on the worker's file system, as the request gives it: absolute, or relative to
+/// the worker process's working directory (as Python's `open` and diffusers read it); `token`
+/// absent means the file's stem (docs/decisions.md).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextualInversionRef {
+    pub token: Option<String>,
+    pub path: PathBuf,
 }
 
 /// Defaults for fields a (schema-valid) v2 request may leave out: the C# side's documented ones,
@@ -67,6 +84,9 @@ const RENDERED: &[&str] = &[
     "batch",
     "metadata",
     "precision",
+    "textual_inversions",
+    "clip_skip",
+    "prompt_attention",
 ];
 
 impl RenderRequest {
@@ -163,6 +183,42 @@ impl RenderRequest {
                 (0..batch as u64).map(|i| first + i).collect()
             }
         };
+        let clip_skip = data
+            .get("clip_skip")
+            .and_then(Value::as_u64)
+            .map(|n| n as usize);
+        let prompt_attention = match data.get("prompt_attention").and_then(Value::as_str) {
+            None => PromptAttention::None,
+            Some(name) => PromptAttention::from_name(name).ok_or_else(|| {
+                unsupported(
+                    "/data/prompt_attention".into(),
+                    &format!("`{name}` is not one of none, a1111, compel"),
+                )
+            })?,
+        };
+        let textual_inversions = data
+            .get("textual_inversions")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let path = item.get("path").and_then(Value::as_str).ok_or_else(|| {
+                            unsupported(
+                                format!("/data/textual_inversions/{i}/path"),
+                                "a textual inversion needs a file path",
+                            )
+                        })?;
+                        Ok(TextualInversionRef {
+                            token: item.get("token").and_then(Value::as_str).map(str::to_owned),
+                            path: PathBuf::from(path),
+                        })
+                    })
+                    .collect::<Result<Vec<_>>>()
+            })
+            .transpose()?
+            .unwrap_or_default();
         Ok(RenderRequest {
             prompt,
             negative_prompt,
@@ -181,6 +237,9 @@ impl RenderRequest {
                 .cloned()
                 .unwrap_or_default(),
             kind,
+            clip_skip,
+            prompt_attention,
+            textual_inversions,
         })
     }
 }
@@ -297,10 +356,33 @@ impl Pipeline {
         let do_cfg =
             request.guidance_scale > 1.0 && self.unet.config().time_cond_proj_dim.is_none();
 
+        // load_textual_inversion, for this request only.
+        let textual_inversions = request
+            .textual_inversions
+            .iter()
+            .enumerate()
+            .map(|(i, ti)| {
+                TextualInversion::load(&ti.path, ti.token.as_deref()).map_err(|error| {
+                    Error::Unsupported {
+                        path: format!("/data/textual_inversions/{i}"),
+                        reason: error.to_string(),
+                    }
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let options = PromptOptions {
+            clip_skip: request.clip_skip,
+            prompt_attention: request.prompt_attention,
+            textual_inversions: &textual_inversions,
+        };
+
         // 3. encode_prompt (num_images_per_prompt = n): repeat(1, n, 1).view(n, seq, -1).
-        let encoded =
-            self.text
-                .encode_prompt(&request.prompt, request.negative_prompt.as_deref(), do_cfg)?;
+        let encoded = self.text.encode_prompt_with(
+            &request.prompt,
+            request.negative_prompt.as_deref(),
+            do_cfg,
+            &options,
+        )?;
         let repeat_embeds = |t: &Tensor| -> Result<Tensor> {
             let size = t.size();
             Ok(t.f_repeat([1, n, 1])?.f_view([n, size[1], -1])?)
@@ -416,6 +498,45 @@ mod tests {
         match kind(json!({"dtype": "float16"})) {
             Err(Error::Unsupported { path, .. }) => assert_eq!(path, "/data/precision/dtype"),
             other => panic!("float16 on CPU should be refused, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn issue_6_fields_are_read() {
+        let mut value = data(Value::Null);
+        value["clip_skip"] = json!(2);
+        value["prompt_attention"] = json!("compel");
+        value["textual_inversions"] = json!([
+            {"path": "a.safetensors", "token": "<a>"},
+            {"path": "/abs/b.safetensors"}
+        ]);
+        let request = RenderRequest::from_v2_data(&value, |_| 0).unwrap();
+        assert_eq!(request.clip_skip, Some(2));
+        assert_eq!(request.prompt_attention, PromptAttention::Compel);
+        assert_eq!(
+            request.textual_inversions,
+            vec![
+                TextualInversionRef {
+                    token: Some("<a>".into()),
+                    path: PathBuf::from("a.safetensors")
+                },
+                TextualInversionRef {
+                    token: None,
+                    path: PathBuf::from("/abs/b.safetensors")
+                },
+            ]
+        );
+        let mut value = data(Value::Null);
+        value["prompt_attention"] = json!("none");
+        value["textual_inversions"] = json!([]);
+        let request = RenderRequest::from_v2_data(&value, |_| 0).unwrap();
+        assert_eq!(request.prompt_attention, PromptAttention::None);
+        assert!(request.textual_inversions.is_empty());
+        assert_eq!(request.clip_skip, None);
+        value["prompt_attention"] = json!("sd-webui");
+        match RenderRequest::from_v2_data(&value, |_| 0) {
+            Err(Error::Unsupported { path, .. }) => assert_eq!(path, "/data/prompt_attention"),
+            other => panic!("an unknown syntax should be refused, got {other:?}"),
         }
     }
 }

@@ -442,3 +442,45 @@ fn serve_answers_each_line_and_goes_on_after_a_bad_one() {
         assert!(served == single, "{id} image {i} differs from `render`'s");
     }
 }
+
+#[test]
+fn renders_textual_inversion_clip_skip_and_weighting_fields() {
+    // A relative embedding path is read from the worker's working directory (the project root
+    // here, see util::reference_worker), as Python's open() would read it.
+    let mut request = small_request();
+    request["data"]["textual_inversions"] =
+        json!([{"path": "fixtures/textual_inversions/tiny-multi.safetensors", "token": "<m>"}]);
+    request["data"]["clip_skip"] = json!(1);
+    request["data"]["prompt_attention"] = json!("a1111");
+    request["data"]["prompt"] = json!("a (<m>:1.2) bicycle");
+    request["data"]["batch"] = json!({"size": 1});
+    let scratch = Scratch::new(&request);
+    let run = scratch.render();
+    assert_eq!(run.code(), Some(0), "{run}");
+    assert!(scratch.out_dir().join("image_0.png").is_file(), "{run}");
+}
+
+#[test]
+fn missing_textual_inversion_file_is_refused_with_its_path() {
+    // Relative to the working directory (the project root), not to the model or request.
+    let mut request = small_request();
+    request["data"]["textual_inversions"] =
+        json!([{"path": "../fixtures/textual_inversions/tiny-single.safetensors"}]);
+    let scratch = Scratch::new(&request);
+    let run = scratch.render();
+    assert_refused(&run, &["tiny-single.safetensors"]);
+    let errors = errors_json(&run);
+    assert_eq!(errors[0]["path"], "/data/textual_inversions/0", "{run}");
+    assert!(!scratch.out_dir().exists(), "images written\n{run}");
+}
+
+#[test]
+fn unparsable_a1111_weight_is_refused_with_the_prompt_path() {
+    let mut request = small_request();
+    request["data"]["prompt_attention"] = json!("a1111");
+    request["data"]["prompt"] = json!("a (bicycle:1.2.3)");
+    let scratch = Scratch::new(&request);
+    let run = scratch.render();
+    assert_refused(&run, &["1.2.3"]);
+    assert_eq!(errors_json(&run)[0]["path"], "/data/prompt", "{run}");
+}

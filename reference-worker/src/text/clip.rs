@@ -241,6 +241,29 @@ impl ClipTextModel {
     /// `model(input_ids, output_hidden_states=True)` for `input_ids` of shape `[batch, seq]`
     /// (any integer kind), `seq <= max_position_embeddings`.
     pub fn forward(&self, input_ids: &Tensor) -> Result<ClipTextOutput> {
+        self.forward_with(input_ids, None, None)
+    }
+
+    /// The token-embedding table, `[vocab_size, hidden_size]`, in the model's dtype.
+    pub fn token_embedding(&self) -> &Tensor {
+        &self.token_embedding
+    }
+
+    /// [`Self::forward`] with two of transformers' variations:
+    ///
+    /// - `token_embedding`: a table to look the ids up in instead of the model's own (what
+    ///   `resize_token_embeddings` plus textual-inversion rows make of it; a request's textual
+    ///   inversions must not change the shared model);
+    /// - `attention_mask`: `model(input_ids, attention_mask)` with a `[batch, seq]` 0/1 mask.
+    ///   transformers' `create_causal_mask` drops a mask without zeros (SDPA's `is_causal` path, the
+    ///   same as no mask); otherwise it builds the boolean `[batch, 1, seq, seq]` mask
+    ///   `key <= query && mask[key]` and SDPA runs with it and `is_causal=False`.
+    pub fn forward_with(
+        &self,
+        input_ids: &Tensor,
+        token_embedding: Option<&Tensor>,
+        attention_mask: Option<&Tensor>,
+    ) -> Result<ClipTextOutput> {
         let size = input_ids.size();
         let bad_input = |message: String| Error::BadInput {
             model: "CLIPTextModel".to_owned(),
@@ -265,9 +288,44 @@ impl ClipTextModel {
             )));
         }
         let input_ids = input_ids.to_kind(Kind::Int64);
+        let table = token_embedding.unwrap_or(&self.token_embedding);
+        let vocab = table.size()[0];
+        let largest = input_ids.max().int64_value(&[]);
+        if largest >= vocab || input_ids.min().int64_value(&[]) < 0 {
+            return Err(bad_input(format!(
+                "token id {largest} is outside the token-embedding table of {vocab} rows"
+            )));
+        }
+        let sdpa_mask = match attention_mask {
+            Some(mask) => {
+                if mask.size() != size {
+                    return Err(bad_input(format!(
+                        "attention_mask has shape {:?}, expected the ids' shape",
+                        mask.size()
+                    )));
+                }
+                let padding = mask.to_kind(Kind::Bool);
+                if padding.all().int64_value(&[]) != 0 {
+                    None
+                } else {
+                    // causal_mask_function & padding_mask_function, broadcast as sdpa_mask does.
+                    let positions = Tensor::arange(seq_length, (Kind::Int64, input_ids.device()));
+                    let causal = positions
+                        .view([1, 1, 1, seq_length])
+                        .le_tensor(&positions.view([1, 1, seq_length, 1]));
+                    let padding = padding.view([batch, 1, 1, seq_length]);
+                    Some(
+                        causal
+                            .logical_and(&padding)
+                            .expand([batch, -1, seq_length, seq_length], false),
+                    )
+                }
+            }
+            None => None,
+        };
 
         // CLIPTextEmbeddings: `token_embedding(input_ids) + position_embedding(position_ids)`.
-        let inputs_embeds = Tensor::embedding(&self.token_embedding, &input_ids, -1, false, false);
+        let inputs_embeds = Tensor::embedding(table, &input_ids, -1, false, false);
         let position_ids = Tensor::arange(max_positions, (Kind::Int64, input_ids.device()))
             .expand([1, -1], false)
             .narrow(1, 0, seq_length);
@@ -278,7 +336,8 @@ impl ClipTextModel {
         let mut all_hidden_states = Vec::with_capacity(self.layers.len() + 1);
         all_hidden_states.push(hidden_states.shallow_clone());
         for layer in &self.layers {
-            hidden_states = self.encoder_layer(layer, &hidden_states, batch, seq_length);
+            hidden_states =
+                self.encoder_layer(layer, &hidden_states, sdpa_mask.as_ref(), batch, seq_length);
             all_hidden_states.push(hidden_states.shallow_clone());
         }
         let last_hidden_state = self.final_layer_norm.forward(&hidden_states);
@@ -312,12 +371,13 @@ impl ClipTextModel {
         &self,
         layer: &EncoderLayer,
         hidden_states: &Tensor,
+        mask: Option<&Tensor>,
         batch: i64,
         seq_length: i64,
     ) -> Tensor {
         let residual = hidden_states;
         let normed = layer.layer_norm1.forward(hidden_states);
-        let attention = self.self_attention(layer, &normed, batch, seq_length);
+        let attention = self.self_attention(layer, &normed, mask, batch, seq_length);
         let hidden_states = residual + attention;
 
         let residual = &hidden_states;
@@ -329,12 +389,13 @@ impl ClipTextModel {
     }
 
     /// CLIPAttention with transformers' `sdpa_attention_forward`: no mask and `is_causal=True`
-    /// (what `create_causal_mask` and the text model's `is_causal` give for unpadded input),
-    /// `scale = head_dim ** -0.5`.
+    /// (what `create_causal_mask` and the text model's `is_causal` give for unpadded input), or
+    /// the boolean mask and `is_causal=False`; `scale = head_dim ** -0.5`.
     fn self_attention(
         &self,
         layer: &EncoderLayer,
         hidden_states: &Tensor,
+        mask: Option<&Tensor>,
         batch: i64,
         seq_length: i64,
     ) -> Tensor {
@@ -353,9 +414,9 @@ impl ClipTextModel {
             &queries,
             &keys,
             &values,
-            None::<Tensor>,
+            mask,
             0.0,
-            true,
+            mask.is_none(),
             Some(scale),
             false,
         );

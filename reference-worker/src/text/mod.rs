@@ -11,6 +11,18 @@
 //! `force_zeros_for_empty_prompt` (model_index.json) → zeros shaped like the positive embeddings;
 //! otherwise the negative prompt (an absent one as `""`) is encoded like the positive one.
 //!
+//! A request can change how prompts become embeddings ([`PromptOptions`], issue 6):
+//!
+//! - **textual inversions** ([`textual_inversion`]): extra tokens and token-embedding rows in both
+//!   encoders, for this request only; prompts (positive and negative) go through diffusers'
+//!   `maybe_convert_prompt` first;
+//! - **`clip_skip`** (diffusers' SDXL semantics): the positive prompt reads
+//!   `hidden_states[-(clip_skip + 2)]` of both encoders instead of `hidden_states[-2]`; the negative
+//!   prompt and the pooled embeddings are unaffected; `clip_skip: 0` is the default;
+//! - **`prompt_attention`**: `none` (diffusers' own encoding), `a1111` ([`a1111`]) or `compel`
+//!   ([`compel`]); both weightings read the same hidden state as clip skip selects, and apply to
+//!   the negative prompt too (an absent negative prompt stays diffusers' zeros).
+//!
 //! Use:
 //! ```no_run
 //! # fn main() -> reference_worker::Result<()> {
@@ -24,12 +36,18 @@
 //! # Ok(()) }
 //! ```
 
+pub mod a1111;
 mod clip;
+pub mod compel;
+pub mod compel_syntax;
+pub mod textual_inversion;
 mod tokenizer;
 
 pub use clip::{Activation, ClipTextModel, ClipTextOutput};
+pub use textual_inversion::TextualInversion;
 pub use tokenizer::{ClipTokenizer, TokenizedPrompt};
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use tch::{Kind, Tensor};
@@ -174,7 +192,35 @@ impl TextEncoders {
         negative_prompt: Option<&str>,
         do_classifier_free_guidance: bool,
     ) -> Result<EncodedPrompt> {
-        let (positive, truncation_warnings) = self.encode(prompt, PENULTIMATE)?;
+        self.encode_prompt_with(
+            prompt,
+            negative_prompt,
+            do_classifier_free_guidance,
+            &PromptOptions::default(),
+        )
+    }
+
+    /// [`Self::encode_prompt`] with a request's textual inversions, clip skip and prompt
+    /// weighting (see the module docs).
+    pub fn encode_prompt_with(
+        &self,
+        prompt: &str,
+        negative_prompt: Option<&str>,
+        do_classifier_free_guidance: bool,
+        options: &PromptOptions,
+    ) -> Result<EncodedPrompt> {
+        let views = self.views(options.textual_inversions)?;
+        let skip = options.clip_skip.unwrap_or(0);
+        let positive_layer = PENULTIMATE + skip;
+        let with_ti = !options.textual_inversions.is_empty();
+        let (positive, truncation_warnings) = match options.prompt_attention {
+            PromptAttention::None => encode_plain(&views, prompt, positive_layer)?,
+            PromptAttention::A1111 => (a1111::encode(&views, prompt, positive_layer)?, Vec::new()),
+            PromptAttention::Compel => (
+                compel::encode(&views, prompt, positive_layer, with_ti)?,
+                Vec::new(),
+            ),
+        };
         let negative = if !do_classifier_free_guidance {
             None
         } else if negative_prompt.is_none() && self.force_zeros_for_empty_prompt {
@@ -185,9 +231,23 @@ impl TextEncoders {
         } else {
             // diffusers: `negative_prompt = negative_prompt or ""`, and the negative side always
             // reads `hidden_states[-2]`, even with clip skip.
-            let (negative, _silently_truncated) =
-                self.encode(negative_prompt.unwrap_or(""), PENULTIMATE)?;
+            let text = negative_prompt.unwrap_or("");
+            let negative = match (options.prompt_attention, negative_prompt) {
+                (PromptAttention::A1111, _) => a1111::encode(&views, text, PENULTIMATE)?,
+                // compel encodes a given negative prompt; without one the pipeline encodes "".
+                (PromptAttention::Compel, Some(text)) => {
+                    compel::encode(&views, text, PENULTIMATE, with_ti)?
+                }
+                _ => encode_plain(&views, text, PENULTIMATE)?.0,
+            };
             Some(negative)
+        };
+        let (positive, negative) = match (options.prompt_attention, negative) {
+            (PromptAttention::A1111, Some(negative)) => {
+                let (positive, negative) = a1111::pad_to_same_length(&views, positive, negative)?;
+                (positive, Some(negative))
+            }
+            (_, negative) => (positive, negative),
         };
         Ok(EncodedPrompt {
             positive,
@@ -196,54 +256,160 @@ impl TextEncoders {
         })
     }
 
-    /// Tokenizes and encodes `prompt` with every encoder, concatenating
-    /// `hidden_states[-layer_from_end]`; the pooled embeddings come from the first encoder with a
-    /// projection (diffusers: the first output whose `[0]` is two-dimensional).
-    fn encode(
-        &self,
-        prompt: &str,
-        layer_from_end: usize,
-    ) -> Result<(PromptEmbeddings, Vec<String>)> {
-        let mut embeds = Vec::with_capacity(self.encoders.len());
-        let mut pooled = None;
-        let mut warnings = Vec::new();
-        for encoder in &self.encoders {
-            let tokenized = encoder.tokenizer.tokenize(prompt)?;
-            if let Some(removed) = &tokenized.removed_text {
-                warnings.push(format!(
-                    "The following part of your input was truncated because CLIP can only handle \
-                     sequences up to {} tokens: {removed:?}",
-                    encoder.tokenizer.model_max_length()
-                ));
-            }
-            let length = to_i64(tokenized.input_ids.len());
-            let input_ids = Tensor::from_slice(&tokenized.input_ids).reshape([1, length]);
-            let mut output = encoder.model.forward(&input_ids)?;
-            if pooled.is_none() {
-                pooled = output.text_embeds.take();
-            }
-            let count = output.hidden_states.len();
-            let index = count
-                .checked_sub(layer_from_end)
-                .ok_or_else(|| Error::InvalidValue {
-                    path: encoder.dir.join("config.json"),
-                    key: "num_hidden_layers".to_owned(),
-                    message: format!(
-                        "hidden_states[-{layer_from_end}] does not exist: the encoder has {count}"
-                    ),
-                })?;
-            embeds.push(output.hidden_states.swap_remove(index));
-        }
-        let pooled_prompt_embeds =
-            pooled.expect("TextEncoders::load checks that one encoder has a projection");
-        Ok((
-            PromptEmbeddings {
-                prompt_embeds: Tensor::cat(&embeds, -1),
-                pooled_prompt_embeds,
-            },
-            warnings,
-        ))
+    /// The encoders as one request sees them: with its textual inversions' tokens and rows.
+    fn views<'a>(
+        &'a self,
+        textual_inversions: &[TextualInversion],
+    ) -> Result<Vec<EncoderView<'a>>> {
+        self.encoders
+            .iter()
+            .map(|encoder| {
+                let (tokenizer, table) = if textual_inversions.is_empty() {
+                    (Cow::Borrowed(&encoder.tokenizer), None)
+                } else {
+                    let (tokenizer, table) = textual_inversion::extend_encoder(
+                        &encoder.name,
+                        &encoder.tokenizer,
+                        encoder.model.token_embedding(),
+                        textual_inversions,
+                    )?;
+                    (Cow::Owned(tokenizer), Some(table))
+                };
+                Ok(EncoderView {
+                    name: &encoder.name,
+                    dir: &encoder.dir,
+                    tokenizer,
+                    table,
+                    model: &encoder.model,
+                })
+            })
+            .collect()
     }
+}
+
+/// How a request asks for its prompts to be weighted (`data.prompt_attention`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PromptAttention {
+    /// diffusers' own `encode_prompt`.
+    #[default]
+    None,
+    /// AUTOMATIC1111's emphasis syntax ([`a1111`]).
+    A1111,
+    /// compel's syntax in its SDXL mode ([`compel`]).
+    Compel,
+}
+
+impl PromptAttention {
+    /// The v2 request's name (`none`, `a1111`, `compel`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(Self::None),
+            "a1111" => Some(Self::A1111),
+            "compel" => Some(Self::Compel),
+            _ => None,
+        }
+    }
+}
+
+/// What a request changes in the text encoding.
+#[derive(Debug, Default)]
+pub struct PromptOptions<'a> {
+    /// diffusers' `clip_skip` (`None` and `Some(0)` read `hidden_states[-2]`).
+    pub clip_skip: Option<usize>,
+    pub prompt_attention: PromptAttention,
+    pub textual_inversions: &'a [TextualInversion],
+}
+
+/// One tokenizer and text encoder as a request sees them.
+pub(crate) struct EncoderView<'a> {
+    name: &'a str,
+    dir: &'a Path,
+    tokenizer: Cow<'a, ClipTokenizer>,
+    /// The token-embedding table with the request's textual inversions, if it has any.
+    table: Option<Tensor>,
+    model: &'a ClipTextModel,
+}
+
+impl EncoderView<'_> {
+    pub(crate) fn tokenizer(&self) -> &ClipTokenizer {
+        &self.tokenizer
+    }
+
+    /// `text_encoder(ids[None], attention_mask, output_hidden_states=True)`.
+    pub(crate) fn run(
+        &self,
+        ids: &[i64],
+        attention_mask: Option<&[i64]>,
+    ) -> Result<ClipTextOutput> {
+        let length = to_i64(ids.len());
+        let input_ids = Tensor::from_slice(ids).reshape([1, length]);
+        let mask = attention_mask.map(|mask| Tensor::from_slice(mask).reshape([1, length]));
+        self.model
+            .forward_with(&input_ids, self.table.as_ref(), mask.as_ref())
+    }
+
+    /// `output.hidden_states[-layer_from_end]`.
+    pub(crate) fn hidden_state(
+        &self,
+        output: &mut ClipTextOutput,
+        layer_from_end: usize,
+    ) -> Result<Tensor> {
+        let count = output.hidden_states.len();
+        let index = count
+            .checked_sub(layer_from_end)
+            .ok_or_else(|| Error::InvalidValue {
+                path: self.dir.join("config.json"),
+                key: "num_hidden_layers".to_owned(),
+                message: format!(
+                    "hidden_states[-{layer_from_end}] does not exist (clip_skip {}): {} has {count}",
+                    layer_from_end.saturating_sub(PENULTIMATE),
+                    self.name
+                ),
+            })?;
+        Ok(output.hidden_states.swap_remove(index))
+    }
+}
+
+/// diffusers' own encoding of one prompt (`maybe_convert_prompt`, pad to `model_max_length`,
+/// truncate), concatenating `hidden_states[-layer_from_end]`; the pooled embeddings come from the
+/// first encoder with a projection (diffusers: the first output whose `[0]` is two-dimensional).
+fn encode_plain(
+    views: &[EncoderView],
+    prompt: &str,
+    layer_from_end: usize,
+) -> Result<(PromptEmbeddings, Vec<String>)> {
+    let mut embeds = Vec::with_capacity(views.len());
+    let mut pooled = None;
+    let mut warnings = Vec::new();
+    for view in views {
+        let prompt = textual_inversion::maybe_convert_prompt(prompt, view.tokenizer())?;
+        let tokenized = view.tokenizer().tokenize(&prompt)?;
+        if let Some(removed) = &tokenized.removed_text {
+            warnings.push(format!(
+                "The following part of your input was truncated because CLIP can only handle \
+                 sequences up to {} tokens: {removed:?}",
+                view.tokenizer().model_max_length()
+            ));
+        }
+        let mut output = view.run(&tokenized.input_ids, None)?;
+        if pooled.is_none() {
+            pooled = output.text_embeds.take();
+        }
+        embeds.push(view.hidden_state(&mut output, layer_from_end)?);
+    }
+    let pooled_prompt_embeds = pooled.ok_or_else(no_projection)?;
+    Ok((
+        PromptEmbeddings {
+            prompt_embeds: Tensor::f_cat(&embeds, -1)?,
+            pooled_prompt_embeds,
+        },
+        warnings,
+    ))
+}
+
+/// `TextEncoders::load` checks that one encoder has a projection.
+pub(crate) fn no_projection() -> Error {
+    Error::Torch("no text encoder with a projection produced pooled embeddings".into())
 }
 
 fn load_encoder(

@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokenizers::models::ModelWrapper;
 use tokenizers::processors::roberta::RobertaProcessing;
 use tokenizers::{
-    PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
+    AddedToken, PaddingDirection, PaddingParams, PaddingStrategy, Tokenizer, TruncationDirection,
     TruncationParams, TruncationStrategy,
 };
 
@@ -40,6 +40,8 @@ pub struct ClipTokenizer {
     /// uses only to warn about truncation).
     untruncated: Tokenizer,
     model_max_length: usize,
+    bos_token_id: u32,
+    eos_token_id: u32,
     pad_token_id: u32,
     /// BPE's end-of-word suffix (`</w>`), which CLIPTokenizer's `decode` turns into spaces.
     end_of_word_suffix: Option<String>,
@@ -174,6 +176,8 @@ impl ClipTokenizer {
             padded,
             untruncated,
             model_max_length,
+            bos_token_id,
+            eos_token_id,
             pad_token_id,
             end_of_word_suffix,
         })
@@ -191,6 +195,91 @@ impl ClipTokenizer {
 
     pub fn pad_token_id(&self) -> u32 {
         self.pad_token_id
+    }
+
+    pub fn bos_token_id(&self) -> u32 {
+        self.bos_token_id
+    }
+
+    pub fn eos_token_id(&self) -> u32 {
+        self.eos_token_id
+    }
+
+    /// `len(tokenizer)`: the vocabulary with the added tokens.
+    pub fn len(&self) -> usize {
+        self.untruncated.get_vocab_size(true)
+    }
+
+    /// Never true for a loaded CLIP tokenizer (its special tokens are in the vocabulary).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The id of `token` in the vocabulary or among the added tokens (`token in
+    /// tokenizer.get_vocab()`).
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.untruncated.token_to_id(token)
+    }
+
+    /// Whether `token` is an added token (`token in tokenizer.added_tokens_encoder`; the special
+    /// tokens of `tokenizer.json` are added tokens too).
+    pub fn is_added_token(&self, token: &str) -> bool {
+        self.untruncated
+            .get_added_vocabulary()
+            .get_vocab()
+            .contains_key(token)
+    }
+
+    /// A copy with `tokens` added as `tokenizer.add_tokens(token)` adds a string, one at a time:
+    /// not special, `normalized=True`, no stripping, not single-word. Returns the copy and the
+    /// tokens' ids.
+    pub fn with_added_tokens(&self, tokens: &[String]) -> Result<(Self, Vec<u32>)> {
+        let mut copy = self.clone();
+        let mut ids = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let added = [AddedToken::from(token.clone(), false)];
+            copy.untruncated.add_tokens(&added);
+            copy.padded.add_tokens(&added);
+            let id = copy
+                .untruncated
+                .token_to_id(token)
+                .ok_or_else(|| Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: format!("could not add the token `{token}`"),
+                })?;
+            if copy.padded.token_to_id(token) != Some(id) {
+                return Err(Error::Tokenizer {
+                    path: self.path.clone(),
+                    message: format!("the token `{token}` got two different ids"),
+                });
+            }
+            ids.push(id);
+        }
+        Ok((copy, ids))
+    }
+
+    /// `tokenizer.tokenize(text)`: the token strings, without special tokens, untruncated.
+    pub fn tokens(&self, text: &str) -> Result<Vec<String>> {
+        let encoding = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|error| Error::Tokenizer {
+                path: self.path.clone(),
+                message: format!("cannot encode the prompt: {error}"),
+            })?;
+        Ok(encoding.get_tokens().to_vec())
+    }
+
+    /// `tokenizer(text, truncation=False, add_special_tokens=False).input_ids`.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<i64>> {
+        let encoding = self
+            .untruncated
+            .encode(text, false)
+            .map_err(|error| Error::Tokenizer {
+                path: self.path.clone(),
+                message: format!("cannot encode the prompt: {error}"),
+            })?;
+        Ok(encoding.get_ids().iter().map(|&id| i64::from(id)).collect())
     }
 
     /// `tokenizer(prompt, padding="max_length", max_length=model_max_length, truncation=True)`
