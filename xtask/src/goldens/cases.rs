@@ -3,7 +3,8 @@
 //!
 //! Axes (issue 7): every scheduler class (`transformer::schedulers::class_names`, 12) × {no LoRA,
 //! one LoRA, two LoRAs} × {no ControlNet, ControlNet}, plus single cases for the features that are
-//! not an axis (a batch of two, a non-square size). Only the "no LoRA, no ControlNet" column
+//! not an axis (a batch of two, a non-square size, textual inversion, clip skip, each
+//! prompt-weighting syntax). Only the "no LoRA, no ControlNet" column
 //! exists yet: the reference worker cannot load LoRA or ControlNet files until issue 6 lands, and
 //! a golden of a feature the worker refuses could not be rendered.
 
@@ -98,6 +99,54 @@ pub fn matrix() -> Vec<Case> {
         features: vec!["non-square size".into(), "scheduler options".into()],
         request,
     });
+
+    // Textual inversions: a single-vector and a multi-vector embedding in one prompt.
+    let name = "textual-inversion-eulerdiscrete".to_owned();
+    let mut request = base_request(&name, "EulerDiscreteScheduler");
+    request["data"]["prompt"] = json!("a lighthouse made of <multi> beside tiny-single, dusk");
+    request["data"]["textual_inversions"] = json!([
+        {"path": "fixtures/textual_inversions/tiny-multi.safetensors", "token": "<multi>"},
+        {"path": "fixtures/textual_inversions/tiny-single.safetensors"}
+    ]);
+    cases.push(Case {
+        name,
+        features: vec!["textual inversion".into()],
+        request,
+    });
+
+    // clip_skip (diffusers' SDXL semantics: positive prompt only).
+    let name = "clip-skip-2-heundiscrete".to_owned();
+    let mut request = base_request(&name, "HeunDiscreteScheduler");
+    request["data"]["clip_skip"] = json!(2);
+    cases.push(Case {
+        name,
+        features: vec!["clip skip".into()],
+        request,
+    });
+
+    // Each prompt-weighting syntax.
+    for (attention, scheduler, prompt) in [
+        (
+            "a1111",
+            "DPMSolverMultistepScheduler",
+            "a (lighthouse:1.3) on a [cliff] at (dusk), \\(oil\\) painting",
+        ),
+        (
+            "compel",
+            "UniPCMultistepScheduler",
+            "a (lighthouse)1.3 on a cliff-- at dusk++, oil painting",
+        ),
+    ] {
+        let name = format!("prompt-weighting-{attention}-{}", short(scheduler));
+        let mut request = base_request(&name, scheduler);
+        request["data"]["prompt"] = json!(prompt);
+        request["data"]["prompt_attention"] = json!(attention);
+        cases.push(Case {
+            name,
+            features: vec![format!("prompt weighting {attention}")],
+            request,
+        });
+    }
 
     cases.sort_by(|a, b| a.name.cmp(&b.name));
     cases
