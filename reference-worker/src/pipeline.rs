@@ -1,10 +1,13 @@
 //! Text-to-image, as diffusers' `StableDiffusionXLPipeline.__call__` does it (PROTOCOL B.9):
 //! encode the prompt, draw the latents image by image from per-image CPU generators (B.8),
-//! denoise with classifier-free guidance, decode with the VAE, post-process to 8-bit RGB.
+//! denoise with classifier-free guidance, decode with the VAE, post-process to 8-bit RGB. With
+//! ControlNet units, as `StableDiffusionXLControlNetPipeline.__call__`: the conditioning images
+//! are prepared before the loop and each step's UNet call takes the ControlNets' residuals.
 //!
 //! The order of operations and the dtypes follow diffusers 0.42.1 line by line, so the images are
 //! the same pixels diffusers renders on the same weights.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,6 +15,10 @@ use serde_json::{Map, Value};
 use tch::{Kind, Tensor};
 
 use crate::config::{ModelIndex, SchedulerConfig};
+use crate::controlnet::{
+    units_from_v2_data, ControlNetCache, ControlNetLocator, ControlNetStack, ControlNetUnit,
+    RenderShape,
+};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 use crate::image::{postprocess, RgbImage};
@@ -41,6 +48,8 @@ pub struct RenderRequest {
     /// `precision.dtype`: the dtype the pipeline is loaded and run in (diffusers' `torch_dtype`),
     /// `Kind::Float` (the default) or `Kind::BFloat16`.
     pub kind: Kind,
+    /// `controlnets` (or `controlnet`): the enabled ControlNet units, in order.
+    pub controlnets: Vec<ControlNetUnit>,
 }
 
 /// Defaults for fields a (schema-valid) v2 request may leave out: the C# side's documented ones,
@@ -67,6 +76,8 @@ const RENDERED: &[&str] = &[
     "batch",
     "metadata",
     "precision",
+    "controlnet",
+    "controlnets",
 ];
 
 impl RenderRequest {
@@ -181,6 +192,7 @@ impl RenderRequest {
                 .cloned()
                 .unwrap_or_default(),
             kind,
+            controlnets: units_from_v2_data(data)?,
         })
     }
 }
@@ -211,6 +223,9 @@ pub struct Pipeline {
     vae: AutoencoderKL,
     scheduler_config: SchedulerConfig,
     default_scheduler: String,
+    controlnet_locator: ControlNetLocator,
+    /// ControlNet models kept between renders (a `serve` process reads each folder once).
+    controlnets: RefCell<ControlNetCache>,
 }
 
 /// What a render produced.
@@ -254,7 +269,14 @@ impl Pipeline {
             vae: AutoencoderKL::load_with_kind(&root.join("vae"), kind)?,
             scheduler_config,
             default_scheduler,
+            controlnet_locator: ControlNetLocator::default(),
+            controlnets: RefCell::new(ControlNetCache::default()),
         })
+    }
+
+    /// Where a ControlNet unit without `model_path` finds its model: `<dir>/<type>`.
+    pub fn set_controlnet_dir(&mut self, dir: Option<PathBuf>) {
+        self.controlnet_locator.controlnet_dir = dir;
     }
 
     pub fn root(&self) -> &Path {
@@ -355,6 +377,26 @@ impl Pipeline {
         }
         let add_time_ids_all = add_time_ids_all.f_repeat([n, 1])?;
 
+        // 4. prepare image (ControlNet), 7.1 controlnet_keep (per step, in the stack)
+        let mut cache = self.controlnets.borrow_mut();
+        let control = if request.controlnets.is_empty() {
+            None
+        } else {
+            Some(ControlNetStack::prepare(
+                &mut cache,
+                &self.controlnet_locator,
+                &request.controlnets,
+                RenderShape {
+                    width: request.width as u32,
+                    height: request.height as u32,
+                    batch: n,
+                    kind: self.kind(),
+                    do_cfg,
+                    timesteps: timesteps.len(),
+                },
+            )?)
+        };
+
         // 8. denoising loop.
         let timestep_tensor = scheduler.timesteps().shallow_clone();
         let mut unet_evaluations = 0;
@@ -365,12 +407,25 @@ impl Pipeline {
                 latents.shallow_clone()
             };
             let latent_model_input = scheduler.scale_model_input(&latent_model_input, *t)?;
-            let noise_pred = self.unet.forward(
+            let timestep = timestep_tensor.f_get(i as i64)?;
+            let residuals = match &control {
+                Some(control) => control.residuals(
+                    i,
+                    &latent_model_input,
+                    &timestep,
+                    &prompt_embeds,
+                    &add_text_embeds,
+                    &add_time_ids_all,
+                )?,
+                None => None,
+            };
+            let noise_pred = self.unet.forward_with_control(
                 &latent_model_input,
-                &timestep_tensor.f_get(i as i64)?,
+                &timestep,
                 &prompt_embeds,
                 &add_text_embeds,
                 &add_time_ids_all,
+                residuals.as_ref(),
             )?;
             unet_evaluations += 1;
             let noise_pred = if do_cfg {

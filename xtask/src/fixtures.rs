@@ -3,7 +3,9 @@
 //!
 //! - `fixtures/models/` by `fixtures/oracle/make_tiny_sdxl.py` (the tiny SDXL model);
 //! - `fixtures/schedulers/` by `fixtures/oracle/dump_schedulers.py` (diffusers' scheduler tables
-//!   and step outputs, the schedulers' unit-parity fixture).
+//!   and step outputs, the schedulers' unit-parity fixture);
+//! - `fixtures/controlnets/` by `fixtures/oracle/make_controlnets.py` (two tiny SDXL ControlNets,
+//!   reloaded by diffusers as a check, and the control images in PNG, JPEG and WebP).
 //!
 //! `--check` regenerates into a temporary directory and fails listing every file that differs, is
 //! missing or is extra.
@@ -26,7 +28,7 @@ struct Generated {
     args: &'static [&'static str],
 }
 
-const GENERATED: [Generated; 2] = [
+const GENERATED: [Generated; 3] = [
     Generated {
         dir: "fixtures/models",
         script: "fixtures/oracle/make_tiny_sdxl.py",
@@ -35,6 +37,11 @@ const GENERATED: [Generated; 2] = [
     Generated {
         dir: "fixtures/schedulers",
         script: "fixtures/oracle/dump_schedulers.py",
+        args: &[],
+    },
+    Generated {
+        dir: "fixtures/controlnets",
+        script: "fixtures/oracle/make_controlnets.py",
         args: &[],
     },
 ];
