@@ -197,6 +197,13 @@ impl RenderRequest {
     }
 }
 
+fn dimension_error() -> Error {
+    Error::Unsupported {
+        path: "/data/dimensions".into(),
+        reason: "width and height must be positive".into(),
+    }
+}
+
 /// A feature field that is present but switched off or empty (`lora.enabled: false`, `[]`,
 /// `prompt_attention: "none"`) asks for nothing.
 fn is_off(value: &Value) -> bool {
@@ -387,8 +394,9 @@ impl Pipeline {
                 &self.controlnet_locator,
                 &request.controlnets,
                 RenderShape {
-                    width: request.width as u32,
-                    height: request.height as u32,
+                    width: u32::try_from(request.width).map_err(|_| dimension_error())?,
+                    height: u32::try_from(request.height).map_err(|_| dimension_error())?,
+                    vae_scale_factor: vae_scale_factor as u32,
                     batch: n,
                     kind: self.kind(),
                     do_cfg,

@@ -13,7 +13,10 @@
 //! JPEGs. The orientation comes from EXIF only (Pillow also reads XMP's `tiff:Orientation` when
 //! EXIF has none).
 
+use std::cell::Cell;
+use std::ffi::CStr;
 use std::io::Cursor;
+use std::os::raw::c_int;
 
 use image::codecs::png::PngDecoder;
 use image::codecs::webp::WebPDecoder;
@@ -129,12 +132,64 @@ fn high_bytes(samples: &[u16], channels: usize) -> Vec<u8> {
         .collect()
 }
 
+thread_local! {
+    /// Set by [`jpeg_emit_message`] when libjpeg ran out of data (`JWRN_JPEG_EOF`).
+    static JPEG_TRUNCATED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// libjpeg's standard error manager, except that a fatal error unwinds (without the panic hook,
+/// caught in [`decode_jpeg`]) and warnings are only looked at for truncation.
+fn jpeg_error_manager() -> mozjpeg_sys::jpeg_error_mgr {
+    // SAFETY: jpeg_error_mgr is a C struct of function pointers, integers and raw pointers, for
+    // which all-zero is a valid value; jpeg_std_error fills it in.
+    let mut err: mozjpeg_sys::jpeg_error_mgr = unsafe { std::mem::zeroed() };
+    unsafe { mozjpeg_sys::jpeg_std_error(&mut err) };
+    err.error_exit = Some(jpeg_error_exit);
+    err.emit_message = Some(jpeg_emit_message);
+    err
+}
+
+/// Warnings (level −1) are corrupt data libjpeg works around, as Pillow lets it; running out of
+/// data is the one Pillow fails on ("image file is truncated").
+unsafe extern "C-unwind" fn jpeg_emit_message(
+    cinfo: &mut mozjpeg_sys::jpeg_common_struct,
+    level: c_int,
+) {
+    // SAFETY: libjpeg calls this with its cinfo, whose `err` is the manager installed above.
+    let code = unsafe { cinfo.err.as_ref() }.map(|err| err.msg_code);
+    if level < 0 && code == Some(mozjpeg_sys::JWRN_JPEG_EOF as c_int) {
+        JPEG_TRUNCATED.with(|flag| flag.set(true));
+    }
+}
+
+unsafe extern "C-unwind" fn jpeg_error_exit(cinfo: &mut mozjpeg_sys::jpeg_common_struct) {
+    // SAFETY: as above; the message table is libjpeg's static array of C strings, indexed up to
+    // `last_jpeg_message`.
+    let message = unsafe { cinfo.err.as_ref() }.and_then(|err| {
+        let code = err.msg_code;
+        if err.jpeg_message_table.is_null() || code < 0 || code > err.last_jpeg_message {
+            return None;
+        }
+        let text = unsafe { *err.jpeg_message_table.offset(code as isize) };
+        (!text.is_null()).then(|| {
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    });
+    std::panic::resume_unwind(Box::new(
+        message.unwrap_or_else(|| "libjpeg gave up".to_owned()),
+    ));
+}
+
 fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
-    // libjpeg reports a corrupt file by unwinding out of its error handler (mozjpeg's
-    // `resume_unwind`, which prints nothing); it is caught here and becomes the error.
+    JPEG_TRUNCATED.with(|flag| flag.set(false));
+    // libjpeg reports a corrupt file by unwinding out of its error handler; it is caught here and
+    // becomes the error.
     let decoded =
         std::panic::catch_unwind(|| -> Result<(RgbImage, Option<Orientation>), String> {
             let decompress = mozjpeg::Decompress::with_markers(&[mozjpeg::Marker::APP(1)])
+                .with_err(jpeg_error_manager())
                 .from_mem(bytes)
                 .map_err(|e| format!("not a readable JPEG: {e}"))?;
             let orientation = decompress
@@ -171,6 +226,9 @@ fn decode_jpeg(bytes: &[u8]) -> Result<RgbImage, String> {
                 orientation,
             ))
         });
+    if JPEG_TRUNCATED.with(Cell::get) {
+        return Err("a truncated JPEG (the data ends before the image does)".to_owned());
+    }
     let (image, orientation) = match decoded {
         Ok(result) => result?,
         Err(payload) => {

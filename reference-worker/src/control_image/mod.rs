@@ -68,9 +68,17 @@ pub fn load_control_image(value: &str, pointer: &str) -> Result<RgbImage> {
 }
 
 /// `control_image_processor.preprocess(image, height=height, width=width)` for one RGB image:
-/// resized to `width`×`height` with Pillow's Lanczos filter (no resize at that size already),
+/// the size rounded down to a multiple of `vae_scale_factor` (`get_default_height_width`),
+/// resized to it with Pillow's Lanczos filter (no resize at that size already),
 /// `np.array(image).astype(np.float32) / 255.0`, as a `[1, 3, height, width]` float32 tensor.
-pub fn preprocess(image: &RgbImage, width: u32, height: u32) -> Result<Tensor> {
+pub fn preprocess(
+    image: &RgbImage,
+    width: u32,
+    height: u32,
+    vae_scale_factor: u32,
+) -> Result<Tensor> {
+    let factor = vae_scale_factor.max(1);
+    let (width, height) = (width - width % factor, height - height % factor);
     let resized = resample::resize_lanczos(image, width, height);
     let values: Vec<f32> = resized
         .pixels

@@ -105,67 +105,101 @@ fn clip8(ss: i64) -> u8 {
 
 /// Pillow's `image.resize((width, height), Image.LANCZOS)` for an RGB image (the same size:
 /// a copy).
+///
+/// Pillow 13 runs the vertical pass first when the image loses more than twice as many rows as
+/// columns (`out_h < in_h` and `2 (in_w − out_w) < in_h − out_h`), else the horizontal pass first
+/// (reading only the rows the vertical pass needs). The order changes the rounding of the 8-bit
+/// intermediate image; the rule was measured against Pillow 13.0.0 on 295 random size pairs, all
+/// matched.
 pub fn resize_lanczos(image: &RgbImage, width: u32, height: u32) -> RgbImage {
-    const CHANNELS: usize = 3;
     if (image.width, image.height) == (width, height) {
         return image.clone();
     }
-    let (in_w, in_h) = (image.width as usize, image.height as usize);
-    let (out_w, out_h) = (width as usize, height as usize);
+    let (in_w, in_h) = (i64::from(image.width), i64::from(image.height));
+    let (out_w, out_h) = (i64::from(width), i64::from(height));
     let need_horizontal = out_w != in_w;
     let need_vertical = out_h != in_h;
-    let mut vertical = Coefficients::new(in_h, out_h);
-    // the rows the vertical pass reads
-    let ybox_first = vertical.bounds[0].0;
-    let ybox_last = vertical.bounds[out_h - 1].0 + vertical.bounds[out_h - 1].1;
-
+    let vertical_first =
+        need_horizontal && need_vertical && out_h < in_h && 2 * (in_w - out_w) < in_h - out_h;
+    if vertical_first {
+        let vertical = Coefficients::new(in_h as usize, height as usize);
+        let rows = resample_vertical(image, &vertical);
+        let horizontal = Coefficients::new(in_w as usize, width as usize);
+        return resample_horizontal(&rows, &horizontal, 0, height as usize);
+    }
+    let mut vertical = Coefficients::new(in_h as usize, height as usize);
     let mut current = image.clone();
     if need_horizontal {
-        let horizontal = Coefficients::new(in_w, out_w);
+        // only the rows the vertical pass reads
+        let last = vertical.bounds.len() - 1;
+        let ybox_first = vertical.bounds[0].0;
+        let ybox_last = vertical.bounds[last].0 + vertical.bounds[last].1;
         for bound in &mut vertical.bounds {
             bound.0 -= ybox_first;
         }
-        let rows = ybox_last - ybox_first;
-        let mut pixels = vec![0_u8; rows * out_w * CHANNELS];
-        for yy in 0..rows {
-            let row = &image.pixels[(yy + ybox_first) * in_w * CHANNELS..];
-            for xx in 0..out_w {
-                let xmin = horizontal.bounds[xx].0;
-                for c in 0..CHANNELS {
-                    pixels[(yy * out_w + xx) * CHANNELS + c] =
-                        horizontal.apply(xx, row, xmin * CHANNELS + c, CHANNELS);
-                }
-            }
-        }
-        current = RgbImage {
-            width,
-            height: rows as u32,
-            pixels,
-        };
+        let horizontal = Coefficients::new(in_w as usize, width as usize);
+        current = resample_horizontal(image, &horizontal, ybox_first, ybox_last - ybox_first);
     }
     if need_vertical {
-        let cur_w = current.width as usize;
-        let mut pixels = vec![0_u8; out_h * cur_w * CHANNELS];
-        for yy in 0..out_h {
-            let ymin = vertical.bounds[yy].0;
-            for xx in 0..cur_w {
-                for c in 0..CHANNELS {
-                    pixels[(yy * cur_w + xx) * CHANNELS + c] = vertical.apply(
-                        yy,
-                        &current.pixels,
-                        (ymin * cur_w + xx) * CHANNELS + c,
-                        cur_w * CHANNELS,
-                    );
-                }
-            }
-        }
-        current = RgbImage {
-            width: current.width,
-            height,
-            pixels,
-        };
+        current = resample_vertical(&current, &vertical);
     }
     current
+}
+
+const CHANNELS: usize = 3;
+
+/// `ImagingResampleHorizontal_8bpc`: rows `offset .. offset + rows` of `image` to the width of
+/// `coefficients`.
+fn resample_horizontal(
+    image: &RgbImage,
+    coefficients: &Coefficients,
+    offset: usize,
+    rows: usize,
+) -> RgbImage {
+    let in_w = image.width as usize;
+    let out_w = coefficients.bounds.len();
+    let mut pixels = vec![0_u8; rows * out_w * CHANNELS];
+    for yy in 0..rows {
+        let row = &image.pixels[(yy + offset) * in_w * CHANNELS..];
+        for xx in 0..out_w {
+            let xmin = coefficients.bounds[xx].0;
+            for c in 0..CHANNELS {
+                pixels[(yy * out_w + xx) * CHANNELS + c] =
+                    coefficients.apply(xx, row, xmin * CHANNELS + c, CHANNELS);
+            }
+        }
+    }
+    RgbImage {
+        width: out_w as u32,
+        height: rows as u32,
+        pixels,
+    }
+}
+
+/// `ImagingResampleVertical_8bpc`: `image` to the height of `coefficients` (whose bounds count
+/// rows of `image`).
+fn resample_vertical(image: &RgbImage, coefficients: &Coefficients) -> RgbImage {
+    let width = image.width as usize;
+    let out_h = coefficients.bounds.len();
+    let mut pixels = vec![0_u8; out_h * width * CHANNELS];
+    for yy in 0..out_h {
+        let ymin = coefficients.bounds[yy].0;
+        for xx in 0..width {
+            for c in 0..CHANNELS {
+                pixels[(yy * width + xx) * CHANNELS + c] = coefficients.apply(
+                    yy,
+                    &image.pixels,
+                    (ymin * width + xx) * CHANNELS + c,
+                    width * CHANNELS,
+                );
+            }
+        }
+    }
+    RgbImage {
+        width: image.width,
+        height: out_h as u32,
+        pixels,
+    }
 }
 
 #[cfg(test)]

@@ -147,6 +147,8 @@ pub struct ControlNetStack<'c> {
 pub struct RenderShape {
     pub width: u32,
     pub height: u32,
+    /// The pipeline's `vae_scale_factor` (the control image processor's).
+    pub vae_scale_factor: u32,
     /// Images per prompt.
     pub batch: i64,
     pub kind: Kind,
@@ -192,7 +194,12 @@ impl<'c> ControlNetStack<'c> {
                     high_threshold,
                 }) => canny::canny(&image, low_threshold, high_threshold),
             };
-            let image = control_image::preprocess(&image, shape.width, shape.height)?;
+            let image = control_image::preprocess(
+                &image,
+                shape.width,
+                shape.height,
+                shape.vae_scale_factor,
+            )?;
             let image = control_image::prepare(&image, shape.batch, shape.kind, shape.do_cfg)?;
             nets.push(PreparedNet {
                 model,
