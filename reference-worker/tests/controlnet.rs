@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use reference_worker::control_image::{canny, decode_rgb, preprocess};
-use reference_worker::controlnet::{ControlNetModel, ControlNetOutput};
+use reference_worker::controlnet::{
+    units_from_v2_data, ControlNetCache, ControlNetLocator, ControlNetModel, ControlNetOutput,
+    ControlNetStack, RenderShape,
+};
 use reference_worker::unet::UNet2DConditionModel;
 use reference_worker::Error;
 use tch::{Kind, Tensor};
@@ -443,4 +446,83 @@ fn inputs_that_do_not_fit_are_errors_not_panics() {
         ),
         "{error}"
     );
+}
+
+/// The per-process model cache: with four models loaded, a request that needs a fifth evicts
+/// one it does not use, and the models it does use still answer (an index that moved with the
+/// eviction would hand a unit another net).
+#[test]
+fn the_model_cache_evicts_only_models_not_in_use() {
+    let scratch = tempfile::tempdir().unwrap();
+    // a, c: tiny-controlnet; b, d, e: tiny-controlnet-b (five folders, two kinds of net)
+    for (name, source) in [
+        ("a", "tiny-controlnet"),
+        ("b", "tiny-controlnet-b"),
+        ("c", "tiny-controlnet"),
+        ("d", "tiny-controlnet-b"),
+        ("e", "tiny-controlnet-b"),
+    ] {
+        copy_tree(&controlnets().join(source), &scratch.path().join(name));
+    }
+    let image = controlnets().join("control.png");
+    let units = |names: &[&str]| {
+        let list: Vec<serde_json::Value> = names
+            .iter()
+            .map(|name| {
+                serde_json::json!({"model_path": scratch.path().join(name),
+                                   "control_image": image})
+            })
+            .collect();
+        units_from_v2_data(&serde_json::json!({ "controlnets": list })).unwrap()
+    };
+    let shape = RenderShape {
+        width: 256,
+        height: 256,
+        vae_scale_factor: 8,
+        batch: 1,
+        kind: Kind::Float,
+        do_cfg: false,
+        timesteps: 1,
+    };
+    let locator = ControlNetLocator::default();
+    let f = (Kind::Float, tch::Device::Cpu);
+    tch::manual_seed(3);
+    let inputs = [
+        Tensor::randn([1, 4, 32, 32], f),
+        Tensor::from(500.0_f32),
+        Tensor::randn([1, 77, 64], f),
+        Tensor::randn([1, 32], f),
+        Tensor::from_slice(&[256.0_f32, 256.0, 0.0, 0.0, 256.0, 256.0]).view([1, 6]),
+    ];
+    let residuals = |stack: &ControlNetStack| {
+        stack
+            .residuals(
+                0, &inputs[0], &inputs[1], &inputs[2], &inputs[3], &inputs[4],
+            )
+            .unwrap()
+            .expect("residuals")
+    };
+
+    let mut cache = ControlNetCache::default();
+    ControlNetStack::prepare(&mut cache, &locator, &units(&["a", "b", "c", "d"]), shape).unwrap();
+    assert_eq!(cache.len(), 4);
+    let cached = residuals(
+        &ControlNetStack::prepare(&mut cache, &locator, &units(&["c", "e"]), shape).unwrap(),
+    );
+    assert_eq!(cache.len(), 4, "one model evicted for the new one");
+
+    let mut fresh_cache = ControlNetCache::default();
+    let fresh = residuals(
+        &ControlNetStack::prepare(&mut fresh_cache, &locator, &units(&["c", "e"]), shape).unwrap(),
+    );
+    for (a, b) in cached
+        .down_block_res_samples
+        .iter()
+        .zip(&fresh.down_block_res_samples)
+    {
+        assert!(a.equal(b), "a cached unit ran another net");
+    }
+    assert!(cached
+        .mid_block_res_sample
+        .equal(&fresh.mid_block_res_sample));
 }

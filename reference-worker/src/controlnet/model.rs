@@ -115,8 +115,8 @@ impl ControlNetModel {
         self.kind
     }
 
-    /// The conditioning image size for `latent` height or width: the embedding halves it
-    /// `downsampling_steps` times to meet the latents.
+    /// How much smaller than the conditioning image the latents are: the conditioning
+    /// embedding halves the image once per stride-2 convolution (×8 for SDXL's VAE).
     pub fn conditioning_downsampling(&self) -> i64 {
         1 << self.controlnet_cond_embedding.downsampling_steps()
     }

@@ -30,9 +30,10 @@ struct CacheEntry {
 const CACHE_CAPACITY: usize = 4;
 
 impl ControlNetCache {
-    /// The index of `dir`'s model in `kind`, loading it if it is not cached (or changed); models
-    /// in `keep` are not evicted to make room.
-    fn load(&mut self, dir: &Path, kind: Kind, keep: &[usize]) -> Result<usize> {
+    /// Finds `dir`'s model in `kind`, loading it if it is not cached (or changed), and appends
+    /// its index to `in_use`. Making room never evicts a model `in_use` holds, and the indices
+    /// there follow the entries that move.
+    fn load(&mut self, dir: &Path, kind: Kind, in_use: &mut Vec<usize>) -> Result<()> {
         let canonical = dir.canonicalize().unwrap_or_else(|_| dir.to_owned());
         let fingerprint = fingerprint(&canonical);
         if let Some(index) = self
@@ -40,12 +41,16 @@ impl ControlNetCache {
             .iter()
             .position(|e| e.dir == canonical && e.kind == kind && e.fingerprint == fingerprint)
         {
-            return Ok(index);
+            in_use.push(index);
+            return Ok(());
         }
         let model = ControlNetModel::load(dir, kind)?;
         if self.entries.len() >= CACHE_CAPACITY {
-            if let Some(evict) = (0..self.entries.len()).find(|i| !keep.contains(i)) {
+            if let Some(evict) = (0..self.entries.len()).find(|i| !in_use.contains(i)) {
                 self.entries.remove(evict);
+                for index in in_use.iter_mut().filter(|index| **index > evict) {
+                    *index -= 1;
+                }
             }
         }
         self.entries.push(CacheEntry {
@@ -54,7 +59,17 @@ impl ControlNetCache {
             fingerprint,
             model,
         });
-        Ok(self.entries.len() - 1)
+        in_use.push(self.entries.len() - 1);
+        Ok(())
+    }
+
+    /// How many models are loaded.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 }
 
@@ -166,12 +181,16 @@ impl<'c> ControlNetStack<'c> {
         units: &[ControlNetUnit],
         shape: RenderShape,
     ) -> Result<Self> {
-        let mut nets = Vec::with_capacity(units.len());
+        // every model first: loading one may move the others' cache entries
         let mut in_use = Vec::with_capacity(units.len());
+        let mut dirs = Vec::with_capacity(units.len());
         for unit in units {
             let dir = locator.model_dir(unit)?;
-            let model = cache.load(&dir, shape.kind, &in_use)?;
-            in_use.push(model);
+            cache.load(&dir, shape.kind, &mut in_use)?;
+            dirs.push(dir);
+        }
+        let mut nets = Vec::with_capacity(units.len());
+        for ((unit, dir), &model) in units.iter().zip(&dirs).zip(&in_use) {
             let channels = cache.entries[model].model.config().conditioning_channels;
             if channels != 3 {
                 return Err(Error::InvalidRequest {
