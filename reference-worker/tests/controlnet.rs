@@ -287,6 +287,14 @@ fn a_folder_that_is_not_a_controlnet_is_refused_by_name() {
     // nothing there
     let error = load_error(&controlnets().join("no-such-controlnet"));
     assert!(error.to_string().contains("no such folder"), "{error}");
+
+    // a PEFT LoRA folder, a pipeline folder
+    let lora = tempfile::tempdir().unwrap();
+    std::fs::write(lora.path().join("adapter_config.json"), "{}").unwrap();
+    let error = load_error(lora.path());
+    assert!(error.to_string().contains("PEFT LoRA"), "{error}");
+    let error = load_error(&tiny_sdxl());
+    assert!(error.to_string().contains("model_index.json"), "{error}");
 }
 
 #[test]

@@ -93,6 +93,21 @@ impl ControlNetModel {
             });
         }
         let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            let found = if dir.join("adapter_config.json").is_file() {
+                "a folder with adapter_config.json (a PEFT LoRA?) and no config.json"
+            } else if dir.join("model_index.json").is_file() {
+                "a pipeline folder (model_index.json), not one model's"
+            } else {
+                "a folder without config.json"
+            };
+            return Err(Error::NotAModelFolder {
+                path: dir.to_owned(),
+                expected: "a diffusers ControlNetModel folder (config.json + \
+                           diffusion_pytorch_model.safetensors)",
+                found: found.to_owned(),
+            });
+        }
         let file = ConfigFile::read(&config_path)?;
         let config = ControlNetConfig::from_file(&file)?;
         let plan = Plan::new(&file, &config)?;
