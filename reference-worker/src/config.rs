@@ -458,6 +458,145 @@ impl UNet2DConditionConfig {
     }
 }
 
+/// A ControlNet folder's `config.json`: diffusers' `ControlNetModel`
+/// (`diffusers/models/controlnets/controlnet.py`). The UNet-like keys have the UNet's names and
+/// meanings; `cross_attention_dim` is one integer (every block gets the same).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlNetConfig {
+    /// `_class_name`: must be `ControlNetModel`.
+    pub class_name: String,
+    pub in_channels: usize,
+    pub conditioning_channels: usize,
+    pub flip_sin_to_cos: bool,
+    pub freq_shift: f64,
+    pub down_block_types: Vec<String>,
+    /// `None` when the config says `null` (no mid block, which diffusers refuses).
+    pub mid_block_type: Option<String>,
+    pub only_cross_attention: Vec<bool>,
+    pub block_out_channels: Vec<usize>,
+    pub layers_per_block: usize,
+    pub downsample_padding: usize,
+    pub mid_block_scale_factor: f64,
+    pub act_fn: String,
+    pub norm_num_groups: usize,
+    pub norm_eps: f64,
+    pub cross_attention_dim: usize,
+    pub transformer_layers_per_block: Vec<usize>,
+    pub encoder_hid_dim: Option<usize>,
+    pub encoder_hid_dim_type: Option<String>,
+    /// As written; the number of heads unless `num_attention_heads` is set (diffusers' naming).
+    pub attention_head_dim: Vec<usize>,
+    pub num_attention_heads: Option<Vec<usize>>,
+    pub use_linear_projection: bool,
+    pub class_embed_type: Option<String>,
+    pub addition_embed_type: Option<String>,
+    pub addition_time_embed_dim: Option<usize>,
+    pub num_class_embeds: Option<usize>,
+    pub resnet_time_scale_shift: String,
+    pub projection_class_embeddings_input_dim: Option<usize>,
+    /// `rgb`, or `bgr` (the conditioning image's channels are flipped first).
+    pub controlnet_conditioning_channel_order: String,
+    pub conditioning_embedding_out_channels: Vec<usize>,
+    pub global_pool_conditions: bool,
+}
+
+impl ControlNetConfig {
+    pub const CLASS_NAME: &'static str = "ControlNetModel";
+
+    pub fn read(path: &Path) -> Result<Self> {
+        Self::from_file(&ConfigFile::read(path)?)
+    }
+
+    /// Reads the keys with `ControlNetModel.__init__`'s defaults; the keys that fix the sizes
+    /// (channels, blocks, layers, heads, cross-attention width, conditioning embedding) are
+    /// required, as for the UNet. A config of another class is refused first, naming it.
+    pub fn from_file(c: &ConfigFile) -> Result<Self> {
+        let class_name = c.string("_class_name")?;
+        if class_name != Self::CLASS_NAME {
+            return Err(c.invalid(
+                "_class_name",
+                format!(
+                    "`{class_name}` is not a {}: this folder is not a ControlNet",
+                    Self::CLASS_NAME
+                ),
+            ));
+        }
+        let down_block_types = c.strings("down_block_types")?;
+        let blocks = down_block_types.len();
+        let block_out_channels = c.usizes("block_out_channels")?;
+        if block_out_channels.len() != blocks {
+            return Err(c.invalid(
+                "block_out_channels",
+                format!(
+                    "has {} entries but down_block_types has {blocks}",
+                    block_out_channels.len()
+                ),
+            ));
+        }
+        let config = Self {
+            in_channels: c.positive("in_channels", c.usize("in_channels")?)?,
+            conditioning_channels: c.positive(
+                "conditioning_channels",
+                c.usize_or("conditioning_channels", 3)?,
+            )?,
+            flip_sin_to_cos: c.bool_or("flip_sin_to_cos", true)?,
+            freq_shift: c.f64_or("freq_shift", 0.0)?,
+            mid_block_type: match c.raw("mid_block_type") {
+                None => Some("UNetMidBlock2DCrossAttn".to_owned()),
+                Some(_) => c.opt_string("mid_block_type")?,
+            },
+            only_cross_attention: c.bool_per_block_or("only_cross_attention", blocks, false)?,
+            layers_per_block: c.positive("layers_per_block", c.usize("layers_per_block")?)?,
+            downsample_padding: c.usize_or("downsample_padding", 1)?,
+            mid_block_scale_factor: c.f64_or("mid_block_scale_factor", 1.0)?,
+            act_fn: c.string_or("act_fn", "silu")?,
+            norm_num_groups: c.usize_or("norm_num_groups", 32)?,
+            norm_eps: c.f64_or("norm_eps", 1e-5)?,
+            cross_attention_dim: c
+                .positive("cross_attention_dim", c.usize("cross_attention_dim")?)?,
+            transformer_layers_per_block: c
+                .opt_usize_per_block("transformer_layers_per_block", blocks)?
+                .unwrap_or_else(|| vec![1; blocks]),
+            encoder_hid_dim: c.opt_usize("encoder_hid_dim")?,
+            encoder_hid_dim_type: c.opt_string("encoder_hid_dim_type")?,
+            attention_head_dim: c.usize_per_block("attention_head_dim", blocks)?,
+            num_attention_heads: c.opt_usize_per_block("num_attention_heads", blocks)?,
+            use_linear_projection: c.bool_or("use_linear_projection", false)?,
+            class_embed_type: c.opt_string("class_embed_type")?,
+            addition_embed_type: c.opt_string("addition_embed_type")?,
+            addition_time_embed_dim: c.opt_usize("addition_time_embed_dim")?,
+            num_class_embeds: c.opt_usize("num_class_embeds")?,
+            resnet_time_scale_shift: c.string_or("resnet_time_scale_shift", "default")?,
+            projection_class_embeddings_input_dim: c
+                .opt_usize("projection_class_embeddings_input_dim")?,
+            controlnet_conditioning_channel_order: c
+                .string_or("controlnet_conditioning_channel_order", "rgb")?,
+            conditioning_embedding_out_channels: c.usizes("conditioning_embedding_out_channels")?,
+            global_pool_conditions: c.bool_or("global_pool_conditions", false)?,
+            class_name,
+            down_block_types,
+            block_out_channels,
+        };
+        if config.addition_embed_type.as_deref() == Some("text_time") {
+            if config.addition_time_embed_dim.is_none() {
+                return Err(c.missing("addition_time_embed_dim"));
+            }
+            if config.projection_class_embeddings_input_dim.is_none() {
+                return Err(c.missing("projection_class_embeddings_input_dim"));
+            }
+        }
+        Ok(config)
+    }
+
+    /// Heads per down block: `num_attention_heads or attention_head_dim`, as diffusers computes
+    /// them.
+    pub fn heads_per_block(&self) -> &[usize] {
+        self.num_attention_heads
+            .as_deref()
+            .unwrap_or(&self.attention_head_dim)
+    }
+}
+
 /// `vae/config.json`: diffusers' `AutoencoderKL`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AutoencoderKLConfig {

@@ -20,6 +20,14 @@ pub enum Error {
     #[error("{}: missing {what}", path.display())]
     MissingFile { path: PathBuf, what: String },
 
+    /// A path that should be a model folder of some class is not one (a file, or nothing).
+    #[error("{}: not {expected}: {found}", path.display())]
+    NotAModelFolder {
+        path: PathBuf,
+        expected: &'static str,
+        found: String,
+    },
+
     // ---- config.json and friends --------------------------------------------------------------
     /// The file is not JSON, or its top level is not an object.
     #[error("{}: not a JSON object: {message}", path.display())]
@@ -113,6 +121,16 @@ pub enum Error {
     /// render (yet); refused rather than ignored.
     #[error("{path}: {reason}")]
     Unsupported { path: String, reason: String },
+
+    /// A request field (JSON Pointer into the request) whose value cannot be used: an image that
+    /// cannot be read or decoded, guidance bounds out of order. `rule` names the check, as in the
+    /// transformer's `{"errors":[…]}` output.
+    #[error("{path}: {message}")]
+    InvalidRequest {
+        path: String,
+        rule: &'static str,
+        message: String,
+    },
 
     // ---- schedulers ---------------------------------------------------------------------------
     /// A scheduler class name the worker does not implement.

@@ -2,6 +2,8 @@
 //! same request and weights (PROTOCOL B.9), on libtorch from the project venv's torch wheel.
 
 pub mod config;
+pub mod control_image;
+pub mod controlnet;
 pub mod error;
 pub mod generator;
 pub mod image;

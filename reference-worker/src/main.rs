@@ -45,6 +45,11 @@ enum Command {
         /// Where `image_<i>.png` are written (created if missing).
         #[arg(long)]
         out_dir: PathBuf,
+        /// Where a ControlNet unit without `model_path` finds its model: `<DIR>/<type>` (a
+        /// diffusers ControlNet folder). Relative paths in requests are relative to the working
+        /// directory.
+        #[arg(long)]
+        controlnet_dir: Option<PathBuf>,
     },
     /// Speak the worker protocol's framing (PROTOCOL B.10): read one inference request envelope
     /// per stdin line, render it into --out-dir/<request_id>/image_<i>.png, print one reply line
@@ -56,6 +61,9 @@ enum Command {
         /// Where each request's images folder is created.
         #[arg(long)]
         out_dir: PathBuf,
+        /// Where a ControlNet unit without `model_path` finds its model: `<DIR>/<type>`.
+        #[arg(long)]
+        controlnet_dir: Option<PathBuf>,
     },
 }
 
@@ -67,8 +75,13 @@ fn main() -> ExitCode {
             model,
             request,
             out_dir,
-        } => return render::run(&model, &request, &out_dir),
-        Command::Serve { model, out_dir } => return render::serve(&model, &out_dir),
+            controlnet_dir,
+        } => return render::run(&model, &request, &out_dir, controlnet_dir),
+        Command::Serve {
+            model,
+            out_dir,
+            controlnet_dir,
+        } => return render::serve(&model, &out_dir, controlnet_dir),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,10 +1,13 @@
 //! Text-to-image, as diffusers' `StableDiffusionXLPipeline.__call__` does it (PROTOCOL B.9):
 //! encode the prompt, draw the latents image by image from per-image CPU generators (B.8),
-//! denoise with classifier-free guidance, decode with the VAE, post-process to 8-bit RGB.
+//! denoise with classifier-free guidance, decode with the VAE, post-process to 8-bit RGB. With
+//! ControlNet units, as `StableDiffusionXLControlNetPipeline.__call__`: the conditioning images
+//! are prepared before the loop and each step's UNet call takes the ControlNets' residuals.
 //!
 //! The order of operations and the dtypes follow diffusers 0.42.1 line by line, so the images are
 //! the same pixels diffusers renders on the same weights.
 
+use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,6 +15,10 @@ use serde_json::{Map, Value};
 use tch::{Kind, Tensor};
 
 use crate::config::{ModelIndex, SchedulerConfig};
+use crate::controlnet::{
+    units_from_v2_data, ControlNetCache, ControlNetLocator, ControlNetStack, ControlNetUnit,
+    RenderShape,
+};
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 use crate::image::{postprocess, RgbImage};
@@ -47,6 +54,8 @@ pub struct RenderRequest {
     pub prompt_attention: PromptAttention,
     /// `textual_inversions`, in request order.
     pub textual_inversions: Vec<TextualInversionRef>,
+    /// `controlnets` (or `controlnet`): the enabled ControlNet units, in order.
+    pub controlnets: Vec<ControlNetUnit>,
 }
 
 /// One `textual_inversions[]` entry: an SDXL embedding file (`clip_l` + `clip_g`) and its token.
@@ -87,6 +96,8 @@ const RENDERED: &[&str] = &[
     "textual_inversions",
     "clip_skip",
     "prompt_attention",
+    "controlnet",
+    "controlnets",
 ];
 
 impl RenderRequest {
@@ -240,7 +251,15 @@ impl RenderRequest {
             clip_skip,
             prompt_attention,
             textual_inversions,
+            controlnets: units_from_v2_data(data)?,
         })
+    }
+}
+
+fn dimension_error() -> Error {
+    Error::Unsupported {
+        path: "/data/dimensions".into(),
+        reason: "width and height must be positive".into(),
     }
 }
 
@@ -270,6 +289,9 @@ pub struct Pipeline {
     vae: AutoencoderKL,
     scheduler_config: SchedulerConfig,
     default_scheduler: String,
+    controlnet_locator: ControlNetLocator,
+    /// ControlNet models kept between renders (a `serve` process reads each folder once).
+    controlnets: RefCell<ControlNetCache>,
 }
 
 /// What a render produced.
@@ -313,7 +335,14 @@ impl Pipeline {
             vae: AutoencoderKL::load_with_kind(&root.join("vae"), kind)?,
             scheduler_config,
             default_scheduler,
+            controlnet_locator: ControlNetLocator::default(),
+            controlnets: RefCell::new(ControlNetCache::default()),
         })
+    }
+
+    /// Where a ControlNet unit without `model_path` finds its model: `<dir>/<type>`.
+    pub fn set_controlnet_dir(&mut self, dir: Option<PathBuf>) {
+        self.controlnet_locator.controlnet_dir = dir;
     }
 
     pub fn root(&self) -> &Path {
@@ -437,6 +466,27 @@ impl Pipeline {
         }
         let add_time_ids_all = add_time_ids_all.f_repeat([n, 1])?;
 
+        // 4. prepare image (ControlNet), 7.1 controlnet_keep (per step, in the stack)
+        let mut cache = self.controlnets.borrow_mut();
+        let control = if request.controlnets.is_empty() {
+            None
+        } else {
+            Some(ControlNetStack::prepare(
+                &mut cache,
+                &self.controlnet_locator,
+                &request.controlnets,
+                RenderShape {
+                    width: u32::try_from(request.width).map_err(|_| dimension_error())?,
+                    height: u32::try_from(request.height).map_err(|_| dimension_error())?,
+                    vae_scale_factor: vae_scale_factor as u32,
+                    batch: n,
+                    kind: self.kind(),
+                    do_cfg,
+                    timesteps: timesteps.len(),
+                },
+            )?)
+        };
+
         // 8. denoising loop.
         let timestep_tensor = scheduler.timesteps().shallow_clone();
         let mut unet_evaluations = 0;
@@ -447,12 +497,25 @@ impl Pipeline {
                 latents.shallow_clone()
             };
             let latent_model_input = scheduler.scale_model_input(&latent_model_input, *t)?;
-            let noise_pred = self.unet.forward(
+            let timestep = timestep_tensor.f_get(i as i64)?;
+            let residuals = match &control {
+                Some(control) => control.residuals(
+                    i,
+                    &latent_model_input,
+                    &timestep,
+                    &prompt_embeds,
+                    &add_text_embeds,
+                    &add_time_ids_all,
+                )?,
+                None => None,
+            };
+            let noise_pred = self.unet.forward_with_control(
                 &latent_model_input,
-                &timestep_tensor.f_get(i as i64)?,
+                &timestep,
                 &prompt_embeds,
                 &add_text_embeds,
                 &add_time_ids_all,
+                residuals.as_ref(),
             )?;
             unet_evaluations += 1;
             let noise_pred = if do_cfg {

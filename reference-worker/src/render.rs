@@ -2,7 +2,7 @@
 //! `reference-worker serve`: the same for every request line of stdin, one reply line each.
 
 use std::io::{BufRead, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,7 +13,12 @@ use serde_json::{json, Value};
 use transformer::error::parse_json;
 use transformer::{Errors, FieldError, Schema};
 
-pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
+pub fn run(
+    model: &Path,
+    request: &Path,
+    out_dir: &Path,
+    controlnet_dir: Option<PathBuf>,
+) -> ExitCode {
     let (request_id, data) = match read_request(request) {
         Ok(parsed) => parsed,
         Err(errors) => {
@@ -21,7 +26,7 @@ pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut pipelines = Pipelines::new(model);
+    let mut pipelines = Pipelines::new(model, controlnet_dir);
     match render_one(&mut pipelines, &request_id, &data, out_dir) {
         Ok(reply) => {
             println!("{reply}");
@@ -36,8 +41,8 @@ pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
 /// `out_dir/<id>/image_<i>.png`. The pipeline is loaded once per dtype and kept. A request that
 /// fails gets the error reply (`success: false`, the errors JSON or the message in `error`) and
 /// the worker goes on with the next line. Blank lines are skipped. Exits 0 at end of input.
-pub fn serve(model: &Path, out_dir: &Path) -> ExitCode {
-    let mut pipelines = Pipelines::new(model);
+pub fn serve(model: &Path, out_dir: &Path, controlnet_dir: Option<PathBuf>) -> ExitCode {
+    let mut pipelines = Pipelines::new(model, controlnet_dir);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for (index, line) in stdin.lock().lines().enumerate() {
@@ -83,13 +88,15 @@ pub fn serve(model: &Path, out_dir: &Path) -> ExitCode {
 /// A loaded pipeline per dtype a request asked for.
 struct Pipelines<'a> {
     model: &'a Path,
+    controlnet_dir: Option<PathBuf>,
     loaded: Vec<Pipeline>,
 }
 
 impl<'a> Pipelines<'a> {
-    fn new(model: &'a Path) -> Self {
+    fn new(model: &'a Path, controlnet_dir: Option<PathBuf>) -> Self {
         Self {
             model,
+            controlnet_dir,
             loaded: Vec::new(),
         }
     }
@@ -98,8 +105,9 @@ impl<'a> Pipelines<'a> {
         let index = match self.loaded.iter().position(|p| p.kind() == kind) {
             Some(index) => index,
             None => {
-                self.loaded
-                    .push(Pipeline::load_with_kind(self.model, kind)?);
+                let mut pipeline = Pipeline::load_with_kind(self.model, kind)?;
+                pipeline.set_controlnet_dir(self.controlnet_dir.clone());
+                self.loaded.push(pipeline);
                 self.loaded.len() - 1
             }
         };
@@ -123,6 +131,11 @@ impl Failure {
                 Errors::one(FieldError::new(path.clone(), "unsupported", reason.clone()))
                     .to_json_line()
             }
+            Self::Worker(Error::InvalidRequest {
+                path,
+                rule,
+                message,
+            }) => Errors::one(FieldError::new(path.clone(), rule, message.clone())).to_json_line(),
             Self::Worker(error) => error.to_string(),
         }
     }
@@ -279,6 +292,15 @@ fn fail(error: &Error) -> ExitCode {
     match error {
         Error::Unsupported { path, reason } => {
             let errors = Errors::one(FieldError::new(path.clone(), "unsupported", reason.clone()));
+            eprintln!("{}", errors.to_json_line());
+            ExitCode::from(2)
+        }
+        Error::InvalidRequest {
+            path,
+            rule,
+            message,
+        } => {
+            let errors = Errors::one(FieldError::new(path.clone(), rule, message.clone()));
             eprintln!("{}", errors.to_json_line());
             ExitCode::from(2)
         }

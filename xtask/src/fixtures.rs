@@ -6,6 +6,8 @@
 //!   and step outputs, the schedulers' unit-parity fixture);
 //! - `fixtures/textual_inversions/` by `fixtures/oracle/make_textual_inversions.py` (tiny SDXL
 //!   embeddings, `clip_l` + `clip_g`; the script also proves that diffusers loads them).
+//! - `fixtures/controlnets/` by `fixtures/oracle/make_controlnets.py` (two tiny SDXL ControlNets,
+//!   reloaded by diffusers as a check, and the control images in PNG, JPEG and WebP).
 //!
 //! `--check` regenerates into a temporary directory and fails listing every file that differs, is
 //! missing or is extra.
@@ -28,7 +30,7 @@ struct Generated {
     args: &'static [&'static str],
 }
 
-const GENERATED: [Generated; 3] = [
+const GENERATED: [Generated; 4] = [
     Generated {
         dir: "fixtures/models",
         script: "fixtures/oracle/make_tiny_sdxl.py",
@@ -42,6 +44,11 @@ const GENERATED: [Generated; 3] = [
     Generated {
         dir: "fixtures/textual_inversions",
         script: "fixtures/oracle/make_textual_inversions.py",
+        args: &[],
+    },
+    Generated {
+        dir: "fixtures/controlnets",
+        script: "fixtures/oracle/make_controlnets.py",
         args: &[],
     },
 ];

@@ -9,7 +9,7 @@
 pub mod attention;
 pub mod blocks;
 pub mod embeddings;
-mod layers;
+pub(crate) mod layers;
 pub mod model;
 pub mod resnet;
 

@@ -13,6 +13,7 @@ use super::embeddings::{TimestepEmbedding, Timesteps};
 use super::layers::{dim, Activation, Conv2d, GroupNorm, Params, WeightLoader};
 use super::resnet::{ResnetSettings, TimeEmbeddingNorm};
 use crate::config::{ConfigFile, UNet2DConditionConfig};
+use crate::controlnet::ControlNetOutput;
 use crate::error::{Error, Result};
 use crate::weights::ComponentWeights;
 
@@ -23,10 +24,82 @@ pub const UP_BLOCK_TYPES: [&str; 2] = ["UpBlock2D", "CrossAttnUpBlock2D"];
 /// The mid block types this implementation builds (`mid_block_type: null` means none).
 pub const MID_BLOCK_TYPES: [&str; 1] = ["UNetMidBlock2DCrossAttn"];
 
+/// A down block of either type; the ControlNet builds the same ones ([`load_down_blocks`]).
 #[derive(Debug)]
-enum DownBlock {
+pub(crate) enum DownBlock {
     Plain(DownBlock2D),
     CrossAttn(CrossAttnDownBlock2D),
+}
+
+impl DownBlock {
+    /// The block's output and its skip connections (`res_samples`).
+    pub(crate) fn forward(
+        &self,
+        sample: &Tensor,
+        emb: &Tensor,
+        encoder_hidden_states: &Tensor,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        match self {
+            Self::Plain(block) => block.forward(sample, emb),
+            Self::CrossAttn(block) => block.forward(sample, emb, encoder_hidden_states),
+        }
+    }
+}
+
+/// What `get_down_block` is called with, per block, by the UNet and by the ControlNet.
+pub(crate) struct DownBlocksSpec<'a> {
+    pub block_types: &'a [&'static str],
+    pub block_out_channels: &'a [usize],
+    pub layers_per_block: &'a [usize],
+    pub transformer_layers_per_block: &'a [usize],
+    pub cross_attention_dim: &'a [usize],
+    pub heads: &'a [usize],
+    pub only_cross_attention: &'a [bool],
+    pub downsample_padding: usize,
+    pub use_linear_projection: bool,
+}
+
+/// The down blocks below `p.down_blocks`, as `UNet2DConditionModel.__init__` and
+/// `ControlNetModel.__init__` both build them; `resnet(in, out)` gives a block's first resnet.
+pub(crate) fn load_down_blocks(
+    p: &Params,
+    spec: &DownBlocksSpec,
+    resnet: impl Fn(usize, usize) -> ResnetSettings,
+) -> Result<Vec<DownBlock>> {
+    let boc = spec.block_out_channels;
+    let blocks = boc.len();
+    let mut down_blocks = Vec::with_capacity(blocks);
+    let mut output_channel = boc[0];
+    for (i, block_type) in spec.block_types.iter().enumerate() {
+        let input_channel = output_channel;
+        output_channel = boc[i];
+        let is_final_block = i == blocks - 1;
+        let downsample_padding = (!is_final_block).then_some(spec.downsample_padding);
+        let p = p.sub("down_blocks").sub(i);
+        let settings = resnet(input_channel, output_channel);
+        down_blocks.push(match *block_type {
+            "DownBlock2D" => DownBlock::Plain(DownBlock2D::load(
+                &p,
+                spec.layers_per_block[i],
+                settings,
+                downsample_padding,
+            )?),
+            _ => DownBlock::CrossAttn(CrossAttnDownBlock2D::load(
+                &p,
+                spec.layers_per_block[i],
+                spec.transformer_layers_per_block[i],
+                settings,
+                CrossAttnSettings {
+                    heads: spec.heads[i],
+                    cross_attention_dim: spec.cross_attention_dim[i],
+                    use_linear_projection: spec.use_linear_projection,
+                    only_cross_attention: spec.only_cross_attention[i],
+                },
+                downsample_padding,
+            )?),
+        });
+    }
+    Ok(down_blocks)
 }
 
 #[derive(Debug)]
@@ -47,11 +120,55 @@ impl UpBlock {
 /// SDXL's `addition_embed_type: "text_time"`: the pooled text embedding and the sinusoidal
 /// embeddings of the micro-conditioning `time_ids`, projected and added to the time embedding.
 #[derive(Debug)]
-struct TextTimeEmbedding {
+pub(crate) struct TextTimeEmbedding {
     add_time_proj: Timesteps,
     add_embedding: TimestepEmbedding,
-    addition_time_embed_dim: i64,
-    projection_input_dim: i64,
+    pub(crate) addition_time_embed_dim: i64,
+    pub(crate) projection_input_dim: i64,
+}
+
+impl TextTimeEmbedding {
+    /// `add_time_proj` and `add_embedding` below `p`; `add_embedding`'s activation is the
+    /// default "silu", not `act_fn`, in the UNet and in the ControlNet.
+    pub(crate) fn load(
+        p: &Params,
+        addition_time_embed_dim: usize,
+        projection_input_dim: usize,
+        time_embed_dim: usize,
+        flip_sin_to_cos: bool,
+        freq_shift: f64,
+    ) -> Result<Self> {
+        Ok(Self {
+            add_time_proj: Timesteps::new(
+                dim(addition_time_embed_dim),
+                flip_sin_to_cos,
+                freq_shift,
+            ),
+            add_embedding: TimestepEmbedding::load(
+                &p.sub("add_embedding"),
+                projection_input_dim,
+                time_embed_dim,
+                Activation::Silu,
+                None,
+            )?,
+            addition_time_embed_dim: dim(addition_time_embed_dim),
+            projection_input_dim: dim(projection_input_dim),
+        })
+    }
+
+    /// `aug_emb`: `time_ids` flattened through `add_time_proj`, reshaped per sample, after
+    /// `text_embeds`, converted to `kind` (the time embedding's), through `add_embedding`.
+    pub(crate) fn forward(
+        &self,
+        text_embeds: &Tensor,
+        time_ids: &Tensor,
+        kind: Kind,
+    ) -> Result<Tensor> {
+        let time_embeds = self.add_time_proj.forward(&time_ids.f_flatten(0, -1)?)?;
+        let time_embeds = time_embeds.f_reshape([text_embeds.size()[0], -1])?;
+        let add_embeds = Tensor::f_cat(&[text_embeds, &time_embeds], -1)?.f_to_kind(kind)?;
+        self.add_embedding.forward(&add_embeds)
+    }
 }
 
 /// The SDXL UNet: `forward` gives the model output (noise prediction) for a latent batch.
@@ -143,24 +260,14 @@ impl UNet2DConditionModel {
             c.projection_class_embeddings_input_dim,
         ) {
             (Some(addition_time_embed_dim), Some(projection_input_dim)) if plan.text_time => {
-                Some(TextTimeEmbedding {
-                    add_time_proj: Timesteps::new(
-                        dim(addition_time_embed_dim),
-                        c.flip_sin_to_cos,
-                        c.freq_shift,
-                    ),
-                    // TimestepEmbedding(projection_class_embeddings_input_dim, time_embed_dim):
-                    // its activation is the default "silu", not act_fn
-                    add_embedding: TimestepEmbedding::load(
-                        &p.sub("add_embedding"),
-                        projection_input_dim,
-                        time_embed_dim,
-                        Activation::Silu,
-                        None,
-                    )?,
-                    addition_time_embed_dim: dim(addition_time_embed_dim),
-                    projection_input_dim: dim(projection_input_dim),
-                })
+                Some(TextTimeEmbedding::load(
+                    p,
+                    addition_time_embed_dim,
+                    projection_input_dim,
+                    time_embed_dim,
+                    c.flip_sin_to_cos,
+                    c.freq_shift,
+                )?)
             }
             _ => None,
         };
@@ -183,37 +290,29 @@ impl UNet2DConditionModel {
             use_linear_projection: c.use_linear_projection,
             only_cross_attention,
         };
-        let mut cross_attention_dims = Vec::new();
+        let mut cross_attention_dims: Vec<usize> = plan
+            .down_block_types
+            .iter()
+            .zip(&c.cross_attention_dim)
+            .filter(|(block_type, _)| **block_type != "DownBlock2D")
+            .map(|(_, &width)| width)
+            .collect();
 
-        let mut down_blocks = Vec::with_capacity(blocks);
-        let mut output_channel = boc[0];
-        for (i, block_type) in plan.down_block_types.iter().enumerate() {
-            let input_channel = output_channel;
-            output_channel = boc[i];
-            let is_final_block = i == blocks - 1;
-            let downsample_padding = (!is_final_block).then_some(c.downsample_padding);
-            let p = p.sub("down_blocks").sub(i);
-            let settings = resnet(input_channel, output_channel, 1.0);
-            down_blocks.push(match *block_type {
-                "DownBlock2D" => DownBlock::Plain(DownBlock2D::load(
-                    &p,
-                    c.layers_per_block[i],
-                    settings,
-                    downsample_padding,
-                )?),
-                _ => {
-                    cross_attention_dims.push(c.cross_attention_dim[i]);
-                    DownBlock::CrossAttn(CrossAttnDownBlock2D::load(
-                        &p,
-                        c.layers_per_block[i],
-                        c.transformer_layers_per_block[i],
-                        settings,
-                        cross(i, c.only_cross_attention[i]),
-                        downsample_padding,
-                    )?)
-                }
-            });
-        }
+        let down_blocks = load_down_blocks(
+            p,
+            &DownBlocksSpec {
+                block_types: &plan.down_block_types,
+                block_out_channels: boc,
+                layers_per_block: &c.layers_per_block,
+                transformer_layers_per_block: &c.transformer_layers_per_block,
+                cross_attention_dim: &c.cross_attention_dim,
+                heads,
+                only_cross_attention: &c.only_cross_attention,
+                downsample_padding: c.downsample_padding,
+                use_linear_projection: c.use_linear_projection,
+            },
+            |input_channel, output_channel| resnet(input_channel, output_channel, 1.0),
+        )?;
 
         let last = blocks - 1;
         let mid_block = match plan.mid_block {
@@ -333,6 +432,30 @@ impl UNet2DConditionModel {
         text_embeds: &Tensor,
         time_ids: &Tensor,
     ) -> Result<Tensor> {
+        self.forward_with_control(
+            sample,
+            timestep,
+            encoder_hidden_states,
+            text_embeds,
+            time_ids,
+            None,
+        )
+    }
+
+    /// [`Self::forward`] with a ControlNet's residuals, as diffusers'
+    /// `down_block_additional_residuals` / `mid_block_additional_residual`: each is added to the
+    /// matching skip connection after the down blocks, the mid residual to the mid block's
+    /// output. Their number and shapes must be the skip connections' (an error otherwise, where
+    /// diffusers' `zip` would drop the extra ones).
+    pub fn forward_with_control(
+        &self,
+        sample: &Tensor,
+        timestep: &Tensor,
+        encoder_hidden_states: &Tensor,
+        text_embeds: &Tensor,
+        time_ids: &Tensor,
+        control: Option<&ControlNetOutput>,
+    ) -> Result<Tensor> {
         self.check_inputs(
             sample,
             timestep,
@@ -347,6 +470,7 @@ impl UNet2DConditionModel {
                 encoder_hidden_states,
                 text_embeds,
                 time_ids,
+                control,
             )
         })
     }
@@ -358,6 +482,7 @@ impl UNet2DConditionModel {
         encoder_hidden_states: &Tensor,
         text_embeds: &Tensor,
         time_ids: &Tensor,
+        control: Option<&ControlNetOutput>,
     ) -> Result<Tensor> {
         let size = sample.size();
         let batch = size[0];
@@ -387,11 +512,7 @@ impl UNet2DConditionModel {
         let mut emb = self.time_embedding.forward(&t_emb)?;
 
         if let Some(add) = &self.add_embedding {
-            let time_embeds = add.add_time_proj.forward(&time_ids.f_flatten(0, -1)?)?;
-            let time_embeds = time_embeds.f_reshape([text_embeds.size()[0], -1])?;
-            let add_embeds =
-                Tensor::f_cat(&[text_embeds, &time_embeds], -1)?.f_to_kind(emb.kind())?;
-            let aug_emb = add.add_embedding.forward(&add_embeds)?;
+            let aug_emb = add.forward(text_embeds, time_ids, emb.kind())?;
             emb = emb.f_add(&aug_emb)?;
         }
         if let Some(act) = self.time_embed_act {
@@ -404,19 +525,27 @@ impl UNet2DConditionModel {
         // 3. down
         let mut down_block_res_samples = vec![sample.shallow_clone()];
         for block in &self.down_blocks {
-            let (hidden_states, res_samples) = match block {
-                DownBlock::Plain(block) => block.forward(&sample, &emb)?,
-                DownBlock::CrossAttn(block) => {
-                    block.forward(&sample, &emb, encoder_hidden_states)?
-                }
-            };
+            let (hidden_states, res_samples) =
+                block.forward(&sample, &emb, encoder_hidden_states)?;
             sample = hidden_states;
             down_block_res_samples.extend(res_samples);
+        }
+        if let Some(control) = control {
+            self.check_residuals(&down_block_res_samples, &sample, control)?;
+            // down_block_res_sample + down_block_additional_residual, skip by skip
+            down_block_res_samples = down_block_res_samples
+                .iter()
+                .zip(&control.down_block_res_samples)
+                .map(|(sample, residual)| sample.f_add(residual))
+                .collect::<Result<_, _>>()?;
         }
 
         // 4. mid
         if let Some(mid_block) = &self.mid_block {
             sample = mid_block.forward(&sample, &emb, encoder_hidden_states)?;
+        }
+        if let Some(control) = control {
+            sample = sample.f_add(&control.mid_block_res_sample)?;
         }
 
         // 5. up
@@ -450,6 +579,63 @@ impl UNet2DConditionModel {
         let sample = self.conv_norm_out.forward(&sample)?;
         let sample = self.conv_act.forward(&sample)?;
         self.conv_out.forward(&sample)
+    }
+
+    /// ControlNet residuals must match the skip connections (and the mid block's output, which
+    /// has `sample`'s shape: the mid block keeps the last down block's size) one for one.
+    fn check_residuals(
+        &self,
+        skips: &[Tensor],
+        sample: &Tensor,
+        control: &ControlNetOutput,
+    ) -> Result<()> {
+        let model = format!("UNet2DConditionModel ({})", self.dir.display());
+        let residuals = &control.down_block_res_samples;
+        let shapes = |tensors: &[Tensor]| tensors.iter().map(Tensor::size).collect::<Vec<_>>();
+        if residuals.len() != skips.len() {
+            return Err(Error::BadInput {
+                model,
+                input: "down_block_additional_residuals",
+                actual: vec![residuals.len() as i64],
+                kind: format!("{:?}", shapes(residuals)),
+                message: format!(
+                    "{} ControlNet residuals for {} skip connections {:?}",
+                    residuals.len(),
+                    skips.len(),
+                    shapes(skips)
+                ),
+            });
+        }
+        for (i, (skip, residual)) in skips.iter().zip(residuals).enumerate() {
+            if skip.size() != residual.size() || residual.kind() != self.kind {
+                return Err(Error::BadInput {
+                    model,
+                    input: "down_block_additional_residuals",
+                    actual: residual.size(),
+                    kind: format!("{:?}", residual.kind()),
+                    message: format!(
+                        "residual {i} does not fit skip connection {i} {:?} ({:?})",
+                        skip.size(),
+                        self.kind
+                    ),
+                });
+            }
+        }
+        let mid = &control.mid_block_res_sample;
+        if mid.size() != sample.size() || mid.kind() != self.kind {
+            return Err(Error::BadInput {
+                model,
+                input: "mid_block_additional_residual",
+                actual: mid.size(),
+                kind: format!("{:?}", mid.kind()),
+                message: format!(
+                    "expected the down path's output shape {:?} ({:?})",
+                    sample.size(),
+                    self.kind
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Rejects inputs whose shapes the model cannot take, with a message naming the input.
