@@ -4,9 +4,9 @@
 //! Axes (issue 7): every scheduler class (`transformer::schedulers::class_names`, 12) × {no LoRA,
 //! one LoRA, two LoRAs} × {no ControlNet, ControlNet}, plus single cases for the features that are
 //! not an axis (a batch of two, a non-square size, textual inversion, clip skip, each
-//! prompt-weighting syntax). Only the "no LoRA, no ControlNet" column
-//! exists yet: the reference worker cannot load LoRA or ControlNet files until issue 6 lands, and
-//! a golden of a feature the worker refuses could not be rendered.
+//! prompt-weighting syntax). The LoRA columns are not here yet: LoRA support is not merged into
+//! the reference worker (issue 6), and a golden of a feature the worker refuses could not be
+//! rendered.
 
 use serde_json::{json, Value};
 
@@ -66,14 +66,30 @@ fn base_request(name: &str, scheduler: &str) -> Value {
 /// Every golden case, sorted by name.
 pub fn matrix() -> Vec<Case> {
     let mut cases = Vec::new();
-    // The matrix's "no LoRA, no ControlNet" column; the names keep the axes so that the LoRA
-    // and ControlNet columns can join without renaming these.
+    // The matrix's "no LoRA" row, without and with a ControlNet; the names keep the LoRA axis so
+    // that its columns can join without renaming these.
     for class in transformer::schedulers::class_names() {
         let name = format!("{}-nolora-nocn", short(class));
         let request = base_request(&name, class);
         cases.push(Case {
             name,
             features: vec![format!("scheduler {class}")],
+            request,
+        });
+
+        let name = format!("{}-nolora-cn", short(class));
+        let mut request = base_request(&name, class);
+        let unit = json!({
+            "enabled": true,
+            "model_path": "fixtures/controlnets/tiny-controlnet",
+            "control_image": "fixtures/controlnets/control.png",
+            "conditioning_scale": 0.8
+        });
+        request["data"]["controlnet"] = unit.clone();
+        request["data"]["controlnets"] = json!([unit]);
+        cases.push(Case {
+            name,
+            features: vec![format!("scheduler {class}"), "ControlNet".into()],
             request,
         });
     }
