@@ -3,7 +3,10 @@
 //!
 //! - `fixtures/models/` by `fixtures/oracle/make_tiny_sdxl.py` (the tiny SDXL model);
 //! - `fixtures/schedulers/` by `fixtures/oracle/dump_schedulers.py` (diffusers' scheduler tables
-//!   and step outputs, the schedulers' unit-parity fixture).
+//!   and step outputs, the schedulers' unit-parity fixture);
+//! - `fixtures/loras/` by `fixtures/oracle/make_loras.py` (tiny LoRAs for the tiny model in the
+//!   kohya-ss and PEFT layouts, each with the ranks, alphas and scalings diffusers loaded; after
+//!   the models, whose UNet and text encoders they fit).
 //!
 //! `--check` regenerates into a temporary directory and fails listing every file that differs, is
 //! missing or is extra.
@@ -26,7 +29,7 @@ struct Generated {
     args: &'static [&'static str],
 }
 
-const GENERATED: [Generated; 2] = [
+const GENERATED: [Generated; 3] = [
     Generated {
         dir: "fixtures/models",
         script: "fixtures/oracle/make_tiny_sdxl.py",
@@ -35,6 +38,11 @@ const GENERATED: [Generated; 2] = [
     Generated {
         dir: "fixtures/schedulers",
         script: "fixtures/oracle/dump_schedulers.py",
+        args: &[],
+    },
+    Generated {
+        dir: "fixtures/loras",
+        script: "fixtures/oracle/make_loras.py",
         args: &[],
     },
 ];
