@@ -97,6 +97,59 @@ pub enum Error {
     )]
     UnusedTensors { path: PathBuf, tensors: Vec<String> },
 
+    // ---- LoRA files ---------------------------------------------------------------------------
+    /// A file given as a LoRA holds no LoRA tensors (e.g. a model's own weights).
+    #[error("{}: not a LoRA file: {message}", path.display())]
+    NotALora { path: PathBuf, message: String },
+
+    /// A key of a LoRA file that cannot be applied: a name neither layout has, a module the
+    /// model does not have, a down/up half without its partner, a feature not rendered (DoRA).
+    #[error("{}: `{key}`: {message}", path.display())]
+    LoraKey {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    /// A LoRA tensor whose shape does not fit the layer it adapts.
+    #[error(
+        "{}: tensor `{tensor}` has shape {actual:?}, but `{module}` needs {expected:?} ({reason})",
+        path.display()
+    )]
+    LoraShape {
+        path: PathBuf,
+        tensor: String,
+        module: String,
+        actual: Vec<i64>,
+        expected: Vec<i64>,
+        reason: String,
+    },
+
+    /// The two halves of one LoRA module disagree on the rank.
+    #[error(
+        "{}: rank mismatch: `{down}` {down_shape:?} has rank {down_rank}, `{up}` {up_shape:?} has \
+         rank {up_rank}",
+        path.display()
+    )]
+    LoraRank {
+        path: PathBuf,
+        down: String,
+        down_shape: Vec<i64>,
+        down_rank: i64,
+        up: String,
+        up_shape: Vec<i64>,
+        up_rank: i64,
+    },
+
+    /// diffusers' `lora_adapter_metadata` (the LoraConfig per component) holds something this
+    /// worker cannot reproduce.
+    #[error("{}: lora_adapter_metadata `{key}`: {message}", path.display())]
+    LoraMetadata {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+
     // ---- model inputs -------------------------------------------------------------------------
     /// A tensor handed to a model's forward pass does not fit the model.
     #[error("{model}: input `{input}` has shape {actual:?} ({kind}): {message}")]
@@ -113,6 +166,16 @@ pub enum Error {
     /// render (yet); refused rather than ignored.
     #[error("{path}: {reason}")]
     Unsupported { path: String, reason: String },
+
+    /// A request field (JSON Pointer into the request) whose value cannot be rendered: a LoRA
+    /// that is not found, an adapter name used twice. `rule` names the check, as in the
+    /// transformer's errors JSON.
+    #[error("{path}: {message}")]
+    Request {
+        path: String,
+        rule: &'static str,
+        message: String,
+    },
 
     // ---- schedulers ---------------------------------------------------------------------------
     /// A scheduler class name the worker does not implement.

@@ -5,6 +5,7 @@ pub mod config;
 pub mod error;
 pub mod generator;
 pub mod image;
+pub mod lora;
 pub mod model_dir;
 pub mod noise;
 pub mod pipeline;

@@ -45,6 +45,10 @@ enum Command {
         /// Where `image_<i>.png` are written (created if missing).
         #[arg(long)]
         out_dir: PathBuf,
+        /// The folder relative `lora.models[].name` paths are resolved in (default: the working
+        /// directory); `<name>.safetensors` is tried when `name` has no such ending.
+        #[arg(long)]
+        lora_dir: Option<PathBuf>,
     },
     /// Speak the worker protocol's framing (PROTOCOL B.10): read one inference request envelope
     /// per stdin line, render it into --out-dir/<request_id>/image_<i>.png, print one reply line
@@ -56,6 +60,10 @@ enum Command {
         /// Where each request's images folder is created.
         #[arg(long)]
         out_dir: PathBuf,
+        /// The folder relative `lora.models[].name` paths are resolved in (default: the working
+        /// directory); LoRAs are applied per request without reloading the model.
+        #[arg(long)]
+        lora_dir: Option<PathBuf>,
     },
 }
 
@@ -67,8 +75,13 @@ fn main() -> ExitCode {
             model,
             request,
             out_dir,
-        } => return render::run(&model, &request, &out_dir),
-        Command::Serve { model, out_dir } => return render::serve(&model, &out_dir),
+            lora_dir,
+        } => return render::run(&model, &request, &out_dir, lora_dir.as_deref()),
+        Command::Serve {
+            model,
+            out_dir,
+            lora_dir,
+        } => return render::serve(&model, &out_dir, lora_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

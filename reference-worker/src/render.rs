@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use transformer::error::parse_json;
 use transformer::{Errors, FieldError, Schema};
 
-pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
+pub fn run(model: &Path, request: &Path, out_dir: &Path, lora_dir: Option<&Path>) -> ExitCode {
     let (request_id, data) = match read_request(request) {
         Ok(parsed) => parsed,
         Err(errors) => {
@@ -21,7 +21,7 @@ pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let mut pipelines = Pipelines::new(model);
+    let mut pipelines = Pipelines::new(model, lora_dir);
     match render_one(&mut pipelines, &request_id, &data, out_dir) {
         Ok(reply) => {
             println!("{reply}");
@@ -36,8 +36,8 @@ pub fn run(model: &Path, request: &Path, out_dir: &Path) -> ExitCode {
 /// `out_dir/<id>/image_<i>.png`. The pipeline is loaded once per dtype and kept. A request that
 /// fails gets the error reply (`success: false`, the errors JSON or the message in `error`) and
 /// the worker goes on with the next line. Blank lines are skipped. Exits 0 at end of input.
-pub fn serve(model: &Path, out_dir: &Path) -> ExitCode {
-    let mut pipelines = Pipelines::new(model);
+pub fn serve(model: &Path, out_dir: &Path, lora_dir: Option<&Path>) -> ExitCode {
+    let mut pipelines = Pipelines::new(model, lora_dir);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for (index, line) in stdin.lock().lines().enumerate() {
@@ -80,16 +80,19 @@ pub fn serve(model: &Path, out_dir: &Path) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// A loaded pipeline per dtype a request asked for.
+/// A loaded pipeline per dtype a request asked for. LoRAs are applied per request on top of the
+/// loaded base weights (never reloaded for a LoRA change).
 struct Pipelines<'a> {
     model: &'a Path,
+    lora_dir: Option<&'a Path>,
     loaded: Vec<Pipeline>,
 }
 
 impl<'a> Pipelines<'a> {
-    fn new(model: &'a Path) -> Self {
+    fn new(model: &'a Path, lora_dir: Option<&'a Path>) -> Self {
         Self {
             model,
+            lora_dir,
             loaded: Vec::new(),
         }
     }
@@ -98,8 +101,9 @@ impl<'a> Pipelines<'a> {
         let index = match self.loaded.iter().position(|p| p.kind() == kind) {
             Some(index) => index,
             None => {
-                self.loaded
-                    .push(Pipeline::load_with_kind(self.model, kind)?);
+                let mut pipeline = Pipeline::load_with_kind(self.model, kind)?;
+                pipeline.set_lora_dir(self.lora_dir.map(Path::to_path_buf));
+                self.loaded.push(pipeline);
                 self.loaded.len() - 1
             }
         };
@@ -123,6 +127,11 @@ impl Failure {
                 Errors::one(FieldError::new(path.clone(), "unsupported", reason.clone()))
                     .to_json_line()
             }
+            Self::Worker(Error::Request {
+                path,
+                rule,
+                message,
+            }) => Errors::one(FieldError::new(path.clone(), *rule, message.clone())).to_json_line(),
             Self::Worker(error) => error.to_string(),
         }
     }
@@ -172,7 +181,7 @@ fn render_one(
         save_png(image, &path)?;
         paths.push(path.display().to_string());
     }
-    Ok(json!({
+    let mut reply = json!({
         "request_id": request_id,
         "success": true,
         "timestamp": unix_seconds(),
@@ -187,7 +196,24 @@ fn render_one(
             "scheduler": rendered.scheduler,
             "dimensions": {"width": render_request.width, "height": render_request.height},
         }
-    }))
+    });
+    if !rendered.loras.is_empty() {
+        // What was applied, with each name resolved to its file (the schema allows extra
+        // fields; without LoRAs the reply is as before).
+        reply["data"]["loras"] = rendered
+            .loras
+            .iter()
+            .map(|lora| {
+                json!({
+                    "adapter_name": lora.adapter_name,
+                    "path": lora.path.display().to_string(),
+                    "weight": lora.weight,
+                    "modules": lora.modules,
+                })
+            })
+            .collect();
+    }
+    Ok(reply)
 }
 
 fn unix_seconds() -> f64 {
@@ -279,6 +305,15 @@ fn fail(error: &Error) -> ExitCode {
     match error {
         Error::Unsupported { path, reason } => {
             let errors = Errors::one(FieldError::new(path.clone(), "unsupported", reason.clone()));
+            eprintln!("{}", errors.to_json_line());
+            ExitCode::from(2)
+        }
+        Error::Request {
+            path,
+            rule,
+            message,
+        } => {
+            let errors = Errors::one(FieldError::new(path.clone(), *rule, message.clone()));
             eprintln!("{}", errors.to_json_line());
             ExitCode::from(2)
         }
