@@ -101,6 +101,65 @@ fn every_fixture_loads_as_diffusers_loaded_it() {
     });
 }
 
+/// The worker's LoRA targets are exactly diffusers' / transformers' `nn.Linear` and `nn.Conv2d`
+/// modules, by name and size (`fixtures/loras/modules.json`).
+#[test]
+fn lora_targets_are_the_pipelines_linear_and_conv_modules() {
+    use reference_worker::lora::LayerShape;
+    let table: Value = serde_json::from_slice(
+        &std::fs::read(util::project_root().join("fixtures/loras/modules.json")).unwrap(),
+    )
+    .unwrap();
+    with_pipeline(|pipeline| {
+        for component in Component::ALL {
+            let targets = pipeline
+                .lora_targets(component)
+                .expect("SDXL has all three");
+            let expected = table[component.name()].as_object().expect("a component");
+            let ours: Vec<&str> = targets.iter().map(|(name, _)| name).collect();
+            let theirs: Vec<&str> = expected.keys().map(String::as_str).collect();
+            let mut theirs_sorted = theirs.clone();
+            theirs_sorted.sort_unstable();
+            assert_eq!(ours, theirs_sorted, "{}", component.name());
+            for (name, target) in targets.iter() {
+                let layer = &expected[name];
+                let n = |key: &str| layer[key].as_i64().unwrap();
+                let pair = |key: &str| -> Vec<i64> {
+                    layer[key]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_i64().unwrap())
+                        .collect()
+                };
+                let shape = match layer["kind"].as_str().unwrap() {
+                    "Linear" => LayerShape::Linear {
+                        in_features: n("in"),
+                        out_features: n("out"),
+                    },
+                    _ => {
+                        let (kernel, stride, padding) =
+                            (pair("kernel"), pair("stride"), pair("padding"));
+                        assert!(
+                            kernel[0] == kernel[1]
+                                && stride[0] == stride[1]
+                                && padding[0] == padding[1]
+                        );
+                        LayerShape::Conv2d {
+                            in_channels: n("in"),
+                            out_channels: n("out"),
+                            kernel_size: kernel[0],
+                            stride: stride[0],
+                            padding: padding[0],
+                        }
+                    }
+                };
+                assert_eq!(target.shape, shape, "{}.{name}", component.name());
+            }
+        }
+    });
+}
+
 #[test]
 fn lora_names_resolve_in_the_lora_folder() {
     let dir = util::project_root().join("fixtures/loras");

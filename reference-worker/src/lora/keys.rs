@@ -434,15 +434,28 @@ pub(crate) fn convert_kohya(mapped: &[(String, String)]) -> Result<Vec<KohyaModu
             alpha: alpha_entry,
         });
     }
-    if let Some((_, left)) = mapped.iter().find(|(key, _)| !consumed.contains(key)) {
-        let message = if left.ends_with(".lora_up.weight") {
-            "a lora_up without its lora_down"
-        } else if left.ends_with(".alpha") {
-            "an alpha without its lora_down/lora_up module"
+    let left: Vec<&String> = mapped
+        .iter()
+        .filter(|(key, _)| !consumed.contains(key))
+        .map(|(_, file_key)| file_key)
+        .collect();
+    // An up without its down says most; then an orphaned alpha; then anything else.
+    let rank = |key: &String| {
+        if key.ends_with(".lora_up.weight") {
+            0
+        } else if key.ends_with(".alpha") {
+            1
         } else {
-            "not a kohya-ss LoRA tensor (.lora_down.weight, .lora_up.weight, .alpha)"
+            2
+        }
+    };
+    if let Some(key) = left.iter().copied().min_by_key(|key| rank(key)) {
+        let message = match rank(key) {
+            0 => "a lora_up without its lora_down",
+            1 => "an alpha without its lora_down/lora_up module",
+            _ => "not a kohya-ss LoRA tensor (.lora_down.weight, .lora_up.weight, .alpha)",
         };
-        return Err(KeyProblem::new(left, message));
+        return Err(KeyProblem::new(key, message));
     }
     Ok(modules)
 }
