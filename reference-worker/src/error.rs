@@ -111,34 +111,35 @@ pub enum Error {
         message: String,
     },
 
-    /// A LoRA tensor whose shape does not fit the layer it adapts.
+    /// A LoRA tensor whose shape does not fit the layer it adapts (`reason` names the module).
     #[error(
-        "{}: tensor `{tensor}` has shape {actual:?}, but `{module}` needs {expected:?} ({reason})",
+        "{}: tensor `{tensor}` has shape {actual:?}, expected {expected:?} ({reason})",
         path.display()
     )]
     LoraShape {
         path: PathBuf,
         tensor: String,
-        module: String,
         actual: Vec<i64>,
         expected: Vec<i64>,
-        reason: String,
+        /// Boxed to keep the error type small.
+        reason: Box<str>,
     },
 
-    /// The two halves of one LoRA module disagree on the rank.
+    /// The two halves of one LoRA module disagree on the rank (`down_shape[0]` vs
+    /// `up_shape[1]`).
     #[error(
-        "{}: rank mismatch: `{down}` {down_shape:?} has rank {down_rank}, `{up}` {up_shape:?} has \
-         rank {up_rank}",
-        path.display()
+        "{}: rank mismatch: `{down}` {down_shape:?} has rank {}, `{up}` {up_shape:?} has rank {}",
+        path.display(),
+        down_shape.first().copied().unwrap_or_default(),
+        up_shape.get(1).copied().unwrap_or_default()
     )]
     LoraRank {
         path: PathBuf,
-        down: String,
+        /// The tensor names (boxed to keep the error type small).
+        down: Box<str>,
         down_shape: Vec<i64>,
-        down_rank: i64,
-        up: String,
+        up: Box<str>,
         up_shape: Vec<i64>,
-        up_rank: i64,
     },
 
     /// diffusers' `lora_adapter_metadata` (the LoraConfig per component) holds something this

@@ -131,7 +131,7 @@ impl Failure {
                 path,
                 rule,
                 message,
-            }) => Errors::one(FieldError::new(path.clone(), *rule, message.clone())).to_json_line(),
+            }) => Errors::one(FieldError::new(path.clone(), rule, message.clone())).to_json_line(),
             Self::Worker(error) => error.to_string(),
         }
     }
@@ -313,7 +313,7 @@ fn fail(error: &Error) -> ExitCode {
             rule,
             message,
         } => {
-            let errors = Errors::one(FieldError::new(path.clone(), *rule, message.clone()));
+            let errors = Errors::one(FieldError::new(path.clone(), rule, message.clone()));
             eprintln!("{}", errors.to_json_line());
             ExitCode::from(2)
         }

@@ -91,6 +91,20 @@ pub struct LoraAdapter {
     modules: Vec<AdapterModule>,
 }
 
+/// What [`read_kohya`] / [`read_peft`] find: the modules, and the LoRA config per component.
+struct Read {
+    found: Vec<Found>,
+    configs: Vec<(Component, LoraConfig)>,
+}
+
+/// A PEFT module's halves as the file has them: the down half's key, the up half's key and
+/// converted name.
+struct Halves {
+    module: String,
+    down: Option<String>,
+    up: Option<(String, String)>,
+}
+
 /// One module found in the file, before its tensors are read.
 struct Found {
     component: Component,
@@ -124,8 +138,8 @@ impl LoraAdapter {
         let metadata = adapter_metadata(&file)?;
         let is_kohya = |k: &String| KOHYA_PREFIXES.iter().any(|p| k.starts_with(p));
         let (layout, found, configs) = if keys.iter().all(is_kohya) {
-            let (found, configs) = read_kohya(&file, &keys, targets, metadata.as_ref())?;
-            (Layout::Kohya, found, configs)
+            let read = read_kohya(&file, &keys, targets, metadata.as_ref())?;
+            (Layout::Kohya, read.found, read.configs)
         } else {
             if let Some(key) = keys.iter().find(|k| !k.contains("lora")) {
                 if keys.iter().all(|k| !k.contains("lora")) {
@@ -156,8 +170,8 @@ impl LoraAdapter {
                     ),
                 ));
             }
-            let (found, configs) = read_peft(&file, &keys, targets, metadata.as_ref())?;
-            (Layout::Peft, found, configs)
+            let read = read_peft(&file, &keys, targets, metadata.as_ref())?;
+            (Layout::Peft, read.found, read.configs)
         };
         let mut modules = Vec::with_capacity(found.len());
         for entry in found {
@@ -263,7 +277,7 @@ fn read_kohya(
     keys: &[String],
     targets: &AdapterTargets,
     metadata: Option<&Map<String, Value>>,
-) -> Result<(Vec<Found>, Vec<(Component, LoraConfig)>)> {
+) -> Result<Read> {
     let path = file.path();
     let mapped =
         keys::map_sgm_blocks(keys, targets.layers_per_block).map_err(|p| problem(path, p))?;
@@ -375,7 +389,7 @@ fn read_kohya(
         };
         configs.push((component, config));
     }
-    Ok((found, configs))
+    Ok(Read { found, configs })
 }
 
 /// A diffusers / PEFT file: keys by component prefix, diffusers' per-component conversion.
@@ -384,7 +398,7 @@ fn read_peft(
     keys: &[String],
     targets: &AdapterTargets,
     metadata: Option<&Map<String, Value>>,
-) -> Result<(Vec<Found>, Vec<(Component, LoraConfig)>)> {
+) -> Result<Read> {
     let path = file.path();
     if let Some(key) = keys.iter().find(|k| {
         Component::ALL
@@ -433,7 +447,7 @@ fn read_peft(
                 .collect(),
         };
         // module → (down file key, up file key, up peft name)
-        let mut halves: Vec<(String, Option<String>, Option<(String, String)>)> = Vec::new();
+        let mut halves: Vec<Halves> = Vec::new();
         for ((_, file_key), name) in own.iter().zip(&converted) {
             let (module, is_down) = if let Some(m) = module_of(name, ".lora_A.weight") {
                 (m, true)
@@ -455,22 +469,26 @@ fn read_peft(
                     ),
                 ));
             };
-            let index = match halves.iter().position(|(m, _, _)| *m == module) {
+            let index = match halves.iter().position(|h| h.module == module) {
                 Some(index) => index,
                 None => {
-                    halves.push((module.clone(), None, None));
+                    halves.push(Halves {
+                        module: module.clone(),
+                        down: None,
+                        up: None,
+                    });
                     halves.len() - 1
                 }
             };
             if is_down {
-                halves[index].1 = Some((*file_key).clone());
+                halves[index].down = Some((*file_key).clone());
             } else {
-                halves[index].2 = Some(((*file_key).clone(), name.clone()));
+                halves[index].up = Some(((*file_key).clone(), name.clone()));
             }
         }
         let mut ranks: Vec<(String, i64)> = Vec::new();
         let mut ups: Vec<(String, String)> = Vec::new();
-        for (module, down, up) in halves {
+        for Halves { module, down, up } in halves {
             let (down_key, (up_key, up_name)) = match (down, up) {
                 (Some(down), Some(up)) => (down, up),
                 (Some(down), None) => {
@@ -507,7 +525,7 @@ fn read_peft(
         };
         configs.push((component, config));
     }
-    Ok((found, configs))
+    Ok(Read { found, configs })
 }
 
 /// `CLIPTextModel` has no `text_model` attribute in transformers 5: diffusers removes the prefix
@@ -653,28 +671,26 @@ fn build_module(
         LayerShape::Linear { .. } => "Linear",
         LayerShape::Conv2d { .. } => "Conv2d",
     };
+    let module = format!("{}.{}", found.component.name(), found.module);
     let shape_error =
         |tensor: &str, actual: &[i64], expected: Vec<i64>, reason: String| Error::LoraShape {
             path: path.to_owned(),
             tensor: tensor.to_owned(),
-            module: format!("{}.{}", found.component.name(), found.module),
             actual: actual.to_vec(),
             expected,
-            reason,
+            reason: format!("{reason} `{module}`").into(),
         };
     let down_rank = down_shape.first().copied();
     let up_rank = up_shape.get(1).copied();
     let rank = match (down_rank, up_rank) {
         (Some(down), Some(up)) if down == up => down,
-        (Some(down), Some(up)) => {
+        (Some(_), Some(_)) => {
             return Err(Error::LoraRank {
                 path: path.to_owned(),
-                down: found.down_key.clone(),
+                down: found.down_key.as_str().into(),
                 down_shape,
-                down_rank: down,
-                up: found.up_key.clone(),
+                up: found.up_key.as_str().into(),
                 up_shape,
-                up_rank: up,
             })
         }
         (Some(down), None) => {
@@ -682,7 +698,7 @@ fn build_module(
                 &found.up_key,
                 &up_shape,
                 target.shape.up_shape(down),
-                format!("the up half of a {layer} LoRA"),
+                format!("the up half of a LoRA for the {layer}"),
             ))
         }
         (None, _) => {
@@ -690,7 +706,7 @@ fn build_module(
                 &found.down_key,
                 &down_shape,
                 target.shape.down_shape(up_rank.unwrap_or(1)),
-                format!("the down half of a {layer} LoRA"),
+                format!("the down half of a LoRA for the {layer}"),
             ))
         }
     };
@@ -700,7 +716,7 @@ fn build_module(
             &found.down_key,
             &down_shape,
             expected_down,
-            format!("the down half of a {layer} LoRA of rank {rank}"),
+            format!("the down half of a rank-{rank} LoRA for the {layer}"),
         ));
     }
     let expected_up = target.shape.up_shape(rank);
@@ -709,7 +725,7 @@ fn build_module(
             &found.up_key,
             &up_shape,
             expected_up,
-            format!("the up half of a {layer} LoRA of rank {rank}"),
+            format!("the up half of a rank-{rank} LoRA for the {layer}"),
         ));
     }
     let (r, lora_alpha) = config
@@ -721,7 +737,8 @@ fn build_module(
             &up_shape,
             target.shape.up_shape(r),
             format!(
-                "the adapter's LoraConfig gives the module r = {r}; diffusers fails to load it"
+                "the up half at r = {r}, the rank the adapter's LoRA config gives (diffusers fails \
+                 to load this tensor), for the {layer}"
             ),
         ));
     }

@@ -7,8 +7,9 @@
 //! looks each module up with `get_pattern_key`: the first pattern `p` with
 //! `re.match(rf"(.*\.)?({p})$", module)`. The alpha patterns diffusers writes for kohya-ss files
 //! are not module names for the attention projections (`…attn1.processor.to_q_lora.down.weight`)
-//! and for the text encoders' attention (`…self_attn`), so those modules get the most common
-//! alpha whatever their own `.alpha` says; this module reproduces that.
+//! and for the text encoders' attention (`…self_attn`), and carry a `text_model.` prefix the first
+//! text encoder's module names lack in transformers 5, so those modules get the most common alpha
+//! whatever their own `.alpha` says; this module reproduces that.
 //!
 //! With metadata, the config is the metadata's (`r`, `lora_alpha`, `rank_pattern`,
 //! `alpha_pattern`, `use_rslora`, `target_modules`, `exclude_modules`); fields that would change

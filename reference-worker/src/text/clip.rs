@@ -217,6 +217,7 @@ impl ClipTextModel {
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
                 let layer = format!("encoder.layers.{index}");
+                let layer_norm1 = layer_norm(&format!("{layer}.layer_norm1"))?;
                 // in transformers' `named_modules()` order (CLIPAttention defines k, v, q, out),
                 // which diffusers' rank dict follows
                 let k_proj = linear(&format!("{layer}.self_attn.k_proj"), hidden, hidden)?;
@@ -224,7 +225,7 @@ impl ClipTextModel {
                 let q_proj = linear(&format!("{layer}.self_attn.q_proj"), hidden, hidden)?;
                 let out_proj = linear(&format!("{layer}.self_attn.out_proj"), hidden, hidden)?;
                 Ok(EncoderLayer {
-                    layer_norm1: layer_norm(&format!("{layer}.layer_norm1"))?,
+                    layer_norm1,
                     q_proj,
                     k_proj,
                     v_proj,
