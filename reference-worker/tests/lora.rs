@@ -186,7 +186,12 @@ fn lora_names_resolve_in_the_lora_folder() {
             dir.join("no_such_lora.safetensors")
         ]
     );
-    // without a folder: the working directory (the tests run in the crate's folder)
+    // without a folder: the working directory (cargo runs the tests in the crate's folder)
+    let relative = "../fixtures/loras/peft_plain";
+    assert_eq!(
+        reference_worker::lora::resolve_path(relative, None).unwrap(),
+        PathBuf::from("../fixtures/loras/peft_plain.safetensors")
+    );
     assert!(reference_worker::lora::resolve_path("peft_plain", None).is_err());
     let spec = LoraSpec {
         name: "x".into(),
@@ -194,7 +199,6 @@ fn lora_names_resolve_in_the_lora_folder() {
         adapter_name: None,
     };
     assert_eq!(spec.adapter_name(3), "default_3");
-    let _ = Component::ALL;
 }
 
 // ---- refusals --------------------------------------------------------------------------------

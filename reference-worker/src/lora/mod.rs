@@ -39,7 +39,10 @@
 //! `scaling = weight * lora_alpha / r` computed in f64 as Python does (rsLoRA:
 //! `/ sqrt(r)`), `A` and `B` the file's tensors converted to the pipeline's dtype (peft casts
 //! the adapter to the base layer's dtype), a conv `A` with the base layer's kernel, stride and
-//! padding and a 1×1 conv `B`. The base weights are never modified, so switching or dropping
+//! padding and a 1×1 conv `B`. The halves are flagged `requires_grad` like peft's Parameters
+//! (no graph is built under no-grad): ATen's matmul reads that flag when it decides how to
+//! multiply a strided input (Transformer2DModel's `proj_in` gets one), and the two ways round
+//! differently. The base weights are never modified, so switching or dropping
 //! LoRAs between requests needs no reload and leaves no drift: an empty slot computes exactly
 //! `base(x)`.
 
