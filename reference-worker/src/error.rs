@@ -105,6 +105,60 @@ pub enum Error {
     )]
     UnusedTensors { path: PathBuf, tensors: Vec<String> },
 
+    // ---- LoRA files ---------------------------------------------------------------------------
+    /// A file given as a LoRA holds no LoRA tensors (e.g. a model's own weights).
+    #[error("{}: not a LoRA file: {message}", path.display())]
+    NotALora { path: PathBuf, message: String },
+
+    /// A key of a LoRA file that cannot be applied: a name neither layout has, a module the
+    /// model does not have, a down/up half without its partner, a feature not rendered (DoRA).
+    #[error("{}: `{key}`: {message}", path.display())]
+    LoraKey {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+
+    /// A LoRA tensor whose shape does not fit the layer it adapts (`reason` names the module).
+    #[error(
+        "{}: tensor `{tensor}` has shape {actual:?}, expected {expected:?} ({reason})",
+        path.display()
+    )]
+    LoraShape {
+        path: PathBuf,
+        tensor: String,
+        actual: Vec<i64>,
+        expected: Vec<i64>,
+        /// Boxed to keep the error type small.
+        reason: Box<str>,
+    },
+
+    /// The two halves of one LoRA module disagree on the rank (`down_shape[0]` vs
+    /// `up_shape[1]`).
+    #[error(
+        "{}: rank mismatch: `{down}` {down_shape:?} has rank {}, `{up}` {up_shape:?} has rank {}",
+        path.display(),
+        down_shape.first().copied().unwrap_or_default(),
+        up_shape.get(1).copied().unwrap_or_default()
+    )]
+    LoraRank {
+        path: PathBuf,
+        /// The tensor names (boxed to keep the error type small).
+        down: Box<str>,
+        down_shape: Vec<i64>,
+        up: Box<str>,
+        up_shape: Vec<i64>,
+    },
+
+    /// diffusers' `lora_adapter_metadata` (the LoraConfig per component) holds something this
+    /// worker cannot reproduce.
+    #[error("{}: lora_adapter_metadata `{key}`: {message}", path.display())]
+    LoraMetadata {
+        path: PathBuf,
+        key: String,
+        message: String,
+    },
+
     // ---- model inputs -------------------------------------------------------------------------
     /// A tensor handed to a model's forward pass does not fit the model.
     #[error("{model}: input `{input}` has shape {actual:?} ({kind}): {message}")]
@@ -123,7 +177,8 @@ pub enum Error {
     Unsupported { path: String, reason: String },
 
     /// A request field (JSON Pointer into the request) whose value cannot be used: an image that
-    /// cannot be read or decoded, guidance bounds out of order. `rule` names the check, as in the
+    /// cannot be read or decoded, guidance bounds out of order, a LoRA that is not found, an
+    /// adapter name used twice. `rule` names the check, as in the
     /// transformer's `{"errors":[…]}` output.
     #[error("{path}: {message}")]
     InvalidRequest {

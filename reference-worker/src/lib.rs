@@ -7,6 +7,7 @@ pub mod controlnet;
 pub mod error;
 pub mod generator;
 pub mod image;
+pub mod lora;
 pub mod model_dir;
 pub mod noise;
 pub mod pipeline;

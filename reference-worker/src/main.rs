@@ -50,6 +50,10 @@ enum Command {
         /// directory.
         #[arg(long)]
         controlnet_dir: Option<PathBuf>,
+        /// The folder relative `lora.models[].name` paths are resolved in (default: the working
+        /// directory); `<name>.safetensors` is tried when `name` has no such ending.
+        #[arg(long)]
+        lora_dir: Option<PathBuf>,
     },
     /// Speak the worker protocol's framing (PROTOCOL B.10): read one inference request envelope
     /// per stdin line, render it into --out-dir/<request_id>/image_<i>.png, print one reply line
@@ -64,6 +68,10 @@ enum Command {
         /// Where a ControlNet unit without `model_path` finds its model: `<DIR>/<type>`.
         #[arg(long)]
         controlnet_dir: Option<PathBuf>,
+        /// The folder relative `lora.models[].name` paths are resolved in (default: the working
+        /// directory); LoRAs are applied per request without reloading the model.
+        #[arg(long)]
+        lora_dir: Option<PathBuf>,
     },
 }
 
@@ -76,12 +84,22 @@ fn main() -> ExitCode {
             request,
             out_dir,
             controlnet_dir,
-        } => return render::run(&model, &request, &out_dir, controlnet_dir),
+            lora_dir,
+        } => {
+            return render::run(
+                &model,
+                &request,
+                &out_dir,
+                controlnet_dir,
+                lora_dir.as_deref(),
+            )
+        }
         Command::Serve {
             model,
             out_dir,
             controlnet_dir,
-        } => return render::serve(&model, &out_dir, controlnet_dir),
+            lora_dir,
+        } => return render::serve(&model, &out_dir, controlnet_dir, lora_dir.as_deref()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,7 @@ use crate::controlnet::{
 use crate::error::{Error, Result};
 use crate::generator::Generator;
 use crate::image::{postprocess, RgbImage};
+use crate::lora::{self, AdapterTargets, Component, LoraAdapter, LoraSpec, LoraTargets};
 use crate::noise::randn_tensor;
 use crate::schedulers::scheduler_for;
 use crate::text::{PromptAttention, PromptOptions, TextEncoders, TextualInversion};
@@ -56,6 +57,8 @@ pub struct RenderRequest {
     pub textual_inversions: Vec<TextualInversionRef>,
     /// `controlnets` (or `controlnet`): the enabled ControlNet units, in order.
     pub controlnets: Vec<ControlNetUnit>,
+    /// `lora.models` when `lora.enabled` is not false, in order (see [`crate::lora`]).
+    pub loras: Vec<LoraSpec>,
 }
 
 /// One `textual_inversions[]` entry: an SDXL embedding file (`clip_l` + `clip_g`) and its token.
@@ -98,7 +101,11 @@ const RENDERED: &[&str] = &[
     "prompt_attention",
     "controlnet",
     "controlnets",
+    "lora",
 ];
+
+/// Where `lora.models` sits in a request, for errors about one LoRA.
+pub const LORA_MODELS_POINTER: &str = "/data/lora/models";
 
 impl RenderRequest {
     /// Reads a schema-valid v2 `data` object. `random_seed` is called when the seed is −1.
@@ -230,6 +237,7 @@ impl RenderRequest {
             })
             .transpose()?
             .unwrap_or_default();
+        let loras = read_loras(data.get("lora"));
         Ok(RenderRequest {
             prompt,
             negative_prompt,
@@ -252,6 +260,7 @@ impl RenderRequest {
             prompt_attention,
             textual_inversions,
             controlnets: units_from_v2_data(data)?,
+            loras,
         })
     }
 }
@@ -261,6 +270,29 @@ fn dimension_error() -> Error {
         path: "/data/dimensions".into(),
         reason: "width and height must be positive".into(),
     }
+}
+
+/// `data.lora` of a schema-valid request: its models unless `enabled` is false.
+fn read_loras(lora: Option<&Value>) -> Vec<LoraSpec> {
+    let Some(lora) = lora else {
+        return Vec::new();
+    };
+    if lora.get("enabled").and_then(Value::as_bool) == Some(false) {
+        return Vec::new();
+    }
+    lora.get("models")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .map(|model| LoraSpec {
+            name: model["name"].as_str().unwrap_or_default().to_owned(),
+            weight: model["weight"].as_f64().unwrap_or(1.0),
+            adapter_name: model
+                .get("adapter_name")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+        })
+        .collect()
 }
 
 /// A feature field that is present but switched off or empty (`lora.enabled: false`, `[]`,
@@ -292,6 +324,18 @@ pub struct Pipeline {
     controlnet_locator: ControlNetLocator,
     /// ControlNet models kept between renders (a `serve` process reads each folder once).
     controlnets: RefCell<ControlNetCache>,
+    /// What relative LoRA names are joined to (`None`: the working directory).
+    lora_dir: Option<PathBuf>,
+}
+
+/// The LoRAs a render applied.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AppliedLora {
+    pub adapter_name: String,
+    pub path: PathBuf,
+    pub weight: f64,
+    /// How many layers it adapts.
+    pub modules: usize,
 }
 
 /// What a render produced.
@@ -305,6 +349,8 @@ pub struct Rendered {
     pub seconds: f64,
     /// diffusers' warnings (e.g. a prompt truncated at 77 tokens), for the log.
     pub warnings: Vec<String>,
+    /// The LoRAs applied, in the request's order.
+    pub loras: Vec<AppliedLora>,
 }
 
 impl Pipeline {
@@ -337,12 +383,98 @@ impl Pipeline {
             default_scheduler,
             controlnet_locator: ControlNetLocator::default(),
             controlnets: RefCell::new(ControlNetCache::default()),
+            lora_dir: None,
         })
     }
 
     /// Where a ControlNet unit without `model_path` finds its model: `<dir>/<type>`.
     pub fn set_controlnet_dir(&mut self, dir: Option<PathBuf>) {
         self.controlnet_locator.controlnet_dir = dir;
+    }
+
+    /// The folder relative LoRA names are resolved in (`None`: the working directory).
+    pub fn set_lora_dir(&mut self, lora_dir: Option<PathBuf>) {
+        self.lora_dir = lora_dir;
+    }
+
+    pub fn lora_dir(&self) -> Option<&Path> {
+        self.lora_dir.as_deref()
+    }
+
+    /// The LoRA-able layers of a component (`None` for a text encoder the pipeline lacks).
+    pub fn lora_targets(&self, component: Component) -> Option<&LoraTargets> {
+        match component {
+            Component::Unet => Some(self.unet.lora_targets()),
+            Component::TextEncoder | Component::TextEncoder2 => {
+                self.text.lora_targets(component.name())
+            }
+        }
+    }
+
+    /// What a LoRA file is read against.
+    pub fn adapter_targets(&self) -> AdapterTargets<'_> {
+        AdapterTargets {
+            unet: self.unet.lora_targets(),
+            text_encoder: self.text.lora_targets(Component::TextEncoder.name()),
+            text_encoder_2: self.text.lora_targets(Component::TextEncoder2.name()),
+            layers_per_block: self.unet.scalar_layers_per_block(),
+        }
+    }
+
+    /// diffusers' `load_lora_weights` for each LoRA, then `set_adapters(names, weights)`: drops
+    /// whatever was active, reads the files and adds their branches to the layers, in order.
+    /// The base weights are not touched; [`Self::clear_loras`] returns to the base model. On an
+    /// error nothing stays active.
+    pub fn activate_loras(&self, loras: &[LoraSpec]) -> Result<Vec<AppliedLora>> {
+        self.clear_loras();
+        let result = self.add_loras(loras);
+        if result.is_err() {
+            self.clear_loras();
+        }
+        result
+    }
+
+    fn add_loras(&self, loras: &[LoraSpec]) -> Result<Vec<AppliedLora>> {
+        let resolved = lora::resolve_all(loras, self.lora_dir.as_deref(), LORA_MODELS_POINTER)?;
+        let targets = self.adapter_targets();
+        let adapters = resolved
+            .iter()
+            .map(|(_, path, _)| LoraAdapter::load(path, &targets, self.kind()))
+            .collect::<Result<Vec<_>>>()?;
+        let mut applied = Vec::with_capacity(adapters.len());
+        for ((adapter_name, path, weight), adapter) in resolved.into_iter().zip(&adapters) {
+            for module in adapter.modules() {
+                let target = self
+                    .lora_targets(module.component)
+                    .and_then(|targets| targets.get(&module.module))
+                    .ok_or_else(|| Error::LoraKey {
+                        path: path.clone(),
+                        key: module.down_key.clone(),
+                        message: format!("no module `{}`", module.module),
+                    })?;
+                target.slot.push(lora::layer::Branch {
+                    down: module.down.shallow_clone(),
+                    up: module.up.shallow_clone(),
+                    scaling: module.scaling(weight),
+                });
+            }
+            applied.push(AppliedLora {
+                adapter_name,
+                path,
+                weight,
+                modules: adapter.modules().len(),
+            });
+        }
+        Ok(applied)
+    }
+
+    /// Drops every active LoRA branch (`unload_lora_weights`).
+    pub fn clear_loras(&self) {
+        for component in Component::ALL {
+            if let Some(targets) = self.lora_targets(component) {
+                targets.clear();
+            }
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -354,7 +486,8 @@ impl Pipeline {
         self.unet.kind()
     }
 
-    /// Renders one request; image *i* is exactly diffusers' image *i* for the same request.
+    /// Renders one request; image *i* is exactly diffusers' image *i* for the same request. The
+    /// request's LoRAs are active during the render only.
     pub fn render(&self, request: &RenderRequest) -> Result<Rendered> {
         let started = Instant::now();
         let _guard = tch::no_grad_guard();
@@ -368,6 +501,16 @@ impl Pipeline {
                 ),
             });
         }
+        let loras = self.activate_loras(&request.loras)?;
+        let rendered = self.render_active(request, started);
+        self.clear_loras();
+        let mut rendered = rendered?;
+        rendered.loras = loras;
+        Ok(rendered)
+    }
+
+    /// [`Self::render`] with the request's LoRAs active.
+    fn render_active(&self, request: &RenderRequest, started: Instant) -> Result<Rendered> {
         let class = request
             .scheduler
             .clone()
@@ -539,6 +682,7 @@ impl Pipeline {
             unet_evaluations,
             seconds: started.elapsed().as_secs_f64(),
             warnings: encoded.truncation_warnings,
+            loras: Vec::new(),
         })
     }
 }

@@ -18,6 +18,7 @@ pub fn run(
     request: &Path,
     out_dir: &Path,
     controlnet_dir: Option<PathBuf>,
+    lora_dir: Option<&Path>,
 ) -> ExitCode {
     let (request_id, data) = match read_request(request) {
         Ok(parsed) => parsed,
@@ -26,7 +27,7 @@ pub fn run(
             return ExitCode::from(2);
         }
     };
-    let mut pipelines = Pipelines::new(model, controlnet_dir);
+    let mut pipelines = Pipelines::new(model, controlnet_dir, lora_dir);
     match render_one(&mut pipelines, &request_id, &data, out_dir) {
         Ok(reply) => {
             println!("{reply}");
@@ -41,8 +42,13 @@ pub fn run(
 /// `out_dir/<id>/image_<i>.png`. The pipeline is loaded once per dtype and kept. A request that
 /// fails gets the error reply (`success: false`, the errors JSON or the message in `error`) and
 /// the worker goes on with the next line. Blank lines are skipped. Exits 0 at end of input.
-pub fn serve(model: &Path, out_dir: &Path, controlnet_dir: Option<PathBuf>) -> ExitCode {
-    let mut pipelines = Pipelines::new(model, controlnet_dir);
+pub fn serve(
+    model: &Path,
+    out_dir: &Path,
+    controlnet_dir: Option<PathBuf>,
+    lora_dir: Option<&Path>,
+) -> ExitCode {
+    let mut pipelines = Pipelines::new(model, controlnet_dir, lora_dir);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     for (index, line) in stdin.lock().lines().enumerate() {
@@ -85,18 +91,21 @@ pub fn serve(model: &Path, out_dir: &Path, controlnet_dir: Option<PathBuf>) -> E
     ExitCode::SUCCESS
 }
 
-/// A loaded pipeline per dtype a request asked for.
+/// A loaded pipeline per dtype a request asked for. LoRAs are applied per request on top of the
+/// loaded base weights (never reloaded for a LoRA change).
 struct Pipelines<'a> {
     model: &'a Path,
     controlnet_dir: Option<PathBuf>,
+    lora_dir: Option<&'a Path>,
     loaded: Vec<Pipeline>,
 }
 
 impl<'a> Pipelines<'a> {
-    fn new(model: &'a Path, controlnet_dir: Option<PathBuf>) -> Self {
+    fn new(model: &'a Path, controlnet_dir: Option<PathBuf>, lora_dir: Option<&'a Path>) -> Self {
         Self {
             model,
             controlnet_dir,
+            lora_dir,
             loaded: Vec::new(),
         }
     }
@@ -107,6 +116,7 @@ impl<'a> Pipelines<'a> {
             None => {
                 let mut pipeline = Pipeline::load_with_kind(self.model, kind)?;
                 pipeline.set_controlnet_dir(self.controlnet_dir.clone());
+                pipeline.set_lora_dir(self.lora_dir.map(Path::to_path_buf));
                 self.loaded.push(pipeline);
                 self.loaded.len() - 1
             }
@@ -185,7 +195,7 @@ fn render_one(
         save_png(image, &path)?;
         paths.push(path.display().to_string());
     }
-    Ok(json!({
+    let mut reply = json!({
         "request_id": request_id,
         "success": true,
         "timestamp": unix_seconds(),
@@ -200,7 +210,24 @@ fn render_one(
             "scheduler": rendered.scheduler,
             "dimensions": {"width": render_request.width, "height": render_request.height},
         }
-    }))
+    });
+    if !rendered.loras.is_empty() {
+        // What was applied, with each name resolved to its file (the schema allows extra
+        // fields; without LoRAs the reply is as before).
+        reply["data"]["loras"] = rendered
+            .loras
+            .iter()
+            .map(|lora| {
+                json!({
+                    "adapter_name": lora.adapter_name,
+                    "path": lora.path.display().to_string(),
+                    "weight": lora.weight,
+                    "modules": lora.modules,
+                })
+            })
+            .collect();
+    }
+    Ok(reply)
 }
 
 fn unix_seconds() -> f64 {

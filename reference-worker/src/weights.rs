@@ -35,6 +35,8 @@ pub struct SafetensorsFile {
     data_start: usize,
     /// name → (info, byte range within the data section)
     tensors: BTreeMap<String, (TensorInfo, std::ops::Range<usize>)>,
+    /// The header's `__metadata__` (string to string), e.g. diffusers' `lora_adapter_metadata`.
+    metadata: BTreeMap<String, String>,
 }
 
 impl std::fmt::Debug for SafetensorsFile {
@@ -71,11 +73,18 @@ impl SafetensorsFile {
         };
         let data_start = 8 + header_len;
         let tensors = index(path, &metadata)?;
+        let header_metadata = metadata
+            .metadata()
+            .iter()
+            .flatten()
+            .map(|(key, value)| (key.clone(), value.clone()))
+            .collect();
         Ok(Self {
             path: path.to_owned(),
             bytes,
             data_start,
             tensors,
+            metadata: header_metadata,
         })
     }
 
@@ -97,6 +106,11 @@ impl SafetensorsFile {
 
     pub fn info(&self, name: &str) -> Option<&TensorInfo> {
         self.tensors.get(name).map(|(info, _)| info)
+    }
+
+    /// The header's `__metadata__` entries (empty when it has none).
+    pub fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
     }
 
     /// Total number of elements over all tensors.

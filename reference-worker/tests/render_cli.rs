@@ -49,12 +49,17 @@ impl Scratch {
     }
 
     fn render(&self) -> Run {
+        self.render_with(&[])
+    }
+
+    /// `render` with extra arguments (e.g. `--lora-dir`).
+    fn render_with(&self, extra: &[&str]) -> Run {
         let (model, request, out) = (
             self.model(),
             self.dir.path().join("request.json"),
             self.out_dir(),
         );
-        reference_worker(&[
+        let mut args = vec![
             "render",
             "--model",
             model.to_str().unwrap(),
@@ -62,7 +67,9 @@ impl Scratch {
             request.to_str().unwrap(),
             "--out-dir",
             out.to_str().unwrap(),
-        ])
+        ];
+        args.extend_from_slice(extra);
+        reference_worker(&args)
     }
 }
 
@@ -331,16 +338,47 @@ fn request_that_is_not_json_exits_2_with_the_errors_json() {
 #[test]
 fn unsupported_feature_is_refused_with_its_path() {
     let mut request = small_request();
-    request["data"]["lora"] =
-        json!({"enabled": true, "models": [{"name": "ink-style", "weight": 0.8}]});
+    request["data"]["init_image"] = json!("input.png");
     let scratch = Scratch::new(&request);
     let run = scratch.render();
     assert_refused(&run, &[]);
     let errors = errors_json(&run);
     assert_eq!(errors.len(), 1, "{run}");
-    assert_eq!(errors[0]["path"], "/data/lora", "{run}");
+    assert_eq!(errors[0]["path"], "/data/init_image", "{run}");
     assert_eq!(errors[0]["rule"], "unsupported", "{run}");
     assert!(!scratch.out_dir().exists(), "images written\n{run}");
+}
+
+#[test]
+fn a_lora_that_is_not_found_is_refused_with_its_path() {
+    let mut request = small_request();
+    request["data"]["lora"] =
+        json!({"enabled": true, "models": [{"name": "ink-style", "weight": 0.8}]});
+    let scratch = Scratch::new(&request);
+    let run = scratch.render();
+    assert_refused(&run, &["ink-style.safetensors"]);
+    let errors = errors_json(&run);
+    assert_eq!(errors.len(), 1, "{run}");
+    assert_eq!(errors[0]["path"], "/data/lora/models/0/name", "{run}");
+    assert_eq!(errors[0]["rule"], "lora_file", "{run}");
+    assert!(!scratch.out_dir().exists(), "images written\n{run}");
+}
+
+#[test]
+fn a_bad_lora_file_exits_2_naming_file_and_key() {
+    let mut request = small_request();
+    request["data"]["lora"] = json!({"models": [{"name": "unet/diffusion_pytorch_model"}]});
+    let scratch = Scratch::new(&request);
+    let lora_dir = scratch.model();
+    let run = scratch.render_with(&["--lora-dir", lora_dir.to_str().unwrap()]);
+    assert_refused(
+        &run,
+        &[
+            "diffusion_pytorch_model.safetensors",
+            "not a LoRA file",
+            "add_embedding",
+        ],
+    );
 }
 
 #[test]
@@ -483,4 +521,80 @@ fn unparsable_a1111_weight_is_refused_with_the_prompt_path() {
     let run = scratch.render();
     assert_refused(&run, &["1.2.3"]);
     assert_eq!(errors_json(&run)[0]["path"], "/data/prompt", "{run}");
+}
+
+/// `serve` switches LoRAs between requests on the one loaded pipeline: base, LoRA (a bare name
+/// found in `--lora-dir`), base again; the two base renders are the same image, the LoRA one is
+/// not, and its reply lists the LoRA resolved to its file.
+#[test]
+fn serve_switches_loras_between_requests_without_drift() {
+    let mut base = small_request();
+    base["data"]["batch"] = json!({"size": 1});
+    let mut lora = base.clone();
+    lora["request_id"] = json!("with-lora");
+    lora["data"]["lora"] = json!({"enabled": true, "models": [
+        {"name": "peft_plain", "weight": 1.25, "adapter_name": "plain"},
+        {"name": "kohya_sgm.safetensors", "weight": -0.5}
+    ]});
+    let mut base_again = base.clone();
+    base_again["request_id"] = json!("base-again");
+    let scratch = Scratch::new(&base);
+    let lora_dir = util::project_root().join("fixtures/loras");
+    let serve_out = scratch.dir.path().join("serve-out");
+    let binary = env!("CARGO_BIN_EXE_reference-worker");
+    let mut child = std::process::Command::new(binary)
+        .args(["serve", "--model"])
+        .arg(scratch.model())
+        .arg("--out-dir")
+        .arg(&serve_out)
+        .arg("--lora-dir")
+        .arg(&lora_dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("reference-worker serve");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{base}\n{lora}\n{base_again}\n").as_bytes())
+        .expect("write requests");
+    let output = child.wait_with_output().expect("serve output");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "serve failed: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let replies: Vec<Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON reply line"))
+        .collect();
+    assert_eq!(replies.len(), 3, "{stdout}");
+    assert!(replies.iter().all(|r| r["success"] == true), "{stdout}");
+    assert_eq!(replies[0]["data"].get("loras"), None, "{stdout}");
+    let applied = &replies[1]["data"]["loras"];
+    assert_eq!(applied[0]["adapter_name"], "plain", "{stdout}");
+    assert_eq!(
+        applied[0]["path"],
+        lora_dir
+            .join("peft_plain.safetensors")
+            .display()
+            .to_string(),
+        "{stdout}"
+    );
+    assert_eq!(applied[1]["adapter_name"], "default_1", "{stdout}");
+    assert_eq!(applied[1]["weight"], -0.5, "{stdout}");
+    let image =
+        |id: &str| std::fs::read(serve_out.join(id).join("image_0.png")).expect("a served image");
+    assert!(
+        image("render-cli-test") == image("base-again"),
+        "the base image changed after a LoRA request"
+    );
+    assert!(
+        image("render-cli-test") != image("with-lora"),
+        "the LoRAs changed nothing"
+    );
 }

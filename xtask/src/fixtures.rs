@@ -8,6 +8,9 @@
 //!   embeddings, `clip_l` + `clip_g`; the script also proves that diffusers loads them).
 //! - `fixtures/controlnets/` by `fixtures/oracle/make_controlnets.py` (two tiny SDXL ControlNets,
 //!   reloaded by diffusers as a check, and the control images in PNG, JPEG and WebP).
+//! - `fixtures/loras/` by `fixtures/oracle/make_loras.py` (tiny LoRAs for the tiny model in the
+//!   kohya-ss and PEFT layouts, each with the ranks, alphas and scalings diffusers loaded; after
+//!   the models, whose UNet and text encoders they fit).
 //!
 //! `--check` regenerates into a temporary directory and fails listing every file that differs, is
 //! missing or is extra.
@@ -30,7 +33,7 @@ struct Generated {
     args: &'static [&'static str],
 }
 
-const GENERATED: [Generated; 4] = [
+const GENERATED: [Generated; 5] = [
     Generated {
         dir: "fixtures/models",
         script: "fixtures/oracle/make_tiny_sdxl.py",
@@ -49,6 +52,11 @@ const GENERATED: [Generated; 4] = [
     Generated {
         dir: "fixtures/controlnets",
         script: "fixtures/oracle/make_controlnets.py",
+        args: &[],
+    },
+    Generated {
+        dir: "fixtures/loras",
+        script: "fixtures/oracle/make_loras.py",
         args: &[],
     },
 ];

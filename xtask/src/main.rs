@@ -21,7 +21,7 @@ cargo xtask <command>
 
 commands:
   setup            the Python venv (requirements.txt, cached by hash) and the release binaries
-  fixtures         regenerate fixtures/models/ with fixtures/oracle/ (--check: fail if stale)
+  fixtures         regenerate fixtures/{models,schedulers,loras}/ with fixtures/oracle/ (--check: fail if stale)
   parity           render fixtures/parity/cases with the reference worker and diffusers, compare (≥ 40 dB)
   regenerate-goldens  render the golden matrix into golden/ (--check: compare instead; --filter, --shard K/N)
   conformance      the main job: transform every fixture and print the coverage table

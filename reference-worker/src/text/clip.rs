@@ -19,6 +19,7 @@ use tch::{Kind, Tensor};
 
 use crate::config::ClipTextConfig;
 use crate::error::{Error, Result};
+use crate::lora::{LayerShape, LoraSlot, LoraTarget, LoraTargets};
 use crate::weights::ComponentWeights;
 
 /// transformers' `CLIPTextConfig.eos_token_id` default, for a config without the key.
@@ -54,15 +55,21 @@ impl Activation {
     }
 }
 
+/// `nn.Linear`, with peft's unfused LoRA branches when a LoRA adapts it.
 #[derive(Debug)]
 struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    lora: LoraSlot,
 }
 
 impl Linear {
-    fn forward(&self, x: &Tensor) -> Tensor {
-        x.linear(&self.weight, self.bias.as_ref())
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let result = x.f_linear(&self.weight, self.bias.as_ref())?;
+        self.lora.add_branches(result, |down, up| {
+            Ok(x.f_linear::<&Tensor>(down, None)?
+                .f_linear::<&Tensor>(up, None)?)
+        })
     }
 }
 
@@ -119,6 +126,8 @@ pub struct ClipTextModel {
     text_projection: Option<Linear>,
     activation: Activation,
     eos_token_id: i64,
+    /// Every `Linear`, by transformers' module name.
+    lora_targets: LoraTargets,
 }
 
 impl ClipTextModel {
@@ -164,10 +173,29 @@ impl ClipTextModel {
         let tensor = |name: &str, shape: &[i64]| -> Result<Tensor> {
             weights.tensor_shaped(&format!("{prefix}{name}"), shape, kind)
         };
+        // LoRA targets go by the module names of transformers 5 at run time:
+        // `CLIPTextModelWithProjection` keeps a `text_model` level, `CLIPTextModel` does not
+        // (whatever prefix the weights file uses).
+        let module_prefix = if with_projection { "text_model." } else { "" };
+        let lora_targets = std::cell::RefCell::new(LoraTargets::default());
+        let register = |name: String, weight: &Tensor, bias: Option<&Tensor>| -> LoraSlot {
+            let size = weight.size();
+            let shape = LayerShape::Linear {
+                in_features: size[1],
+                out_features: size[0],
+            };
+            let target = LoraTarget::new(shape, weight, bias);
+            let slot = target.slot.clone();
+            lora_targets.borrow_mut().insert(name, target);
+            slot
+        };
         let linear = |name: &str, out: i64, input: i64| -> Result<Linear> {
+            let weight = tensor(&format!("{name}.weight"), &[out, input])?;
+            let bias = tensor(&format!("{name}.bias"), &[out])?;
             Ok(Linear {
-                weight: tensor(&format!("{name}.weight"), &[out, input])?,
-                bias: Some(tensor(&format!("{name}.bias"), &[out])?),
+                lora: register(format!("{module_prefix}{name}"), &weight, Some(&bias)),
+                weight,
+                bias: Some(bias),
             })
         };
         let layer_norm = |name: &str| -> Result<LayerNorm> {
@@ -189,12 +217,19 @@ impl ClipTextModel {
         let layers = (0..config.num_hidden_layers)
             .map(|index| {
                 let layer = format!("encoder.layers.{index}");
+                let layer_norm1 = layer_norm(&format!("{layer}.layer_norm1"))?;
+                // in transformers' `named_modules()` order (CLIPAttention defines k, v, q, out),
+                // which diffusers' rank dict follows
+                let k_proj = linear(&format!("{layer}.self_attn.k_proj"), hidden, hidden)?;
+                let v_proj = linear(&format!("{layer}.self_attn.v_proj"), hidden, hidden)?;
+                let q_proj = linear(&format!("{layer}.self_attn.q_proj"), hidden, hidden)?;
+                let out_proj = linear(&format!("{layer}.self_attn.out_proj"), hidden, hidden)?;
                 Ok(EncoderLayer {
-                    layer_norm1: layer_norm(&format!("{layer}.layer_norm1"))?,
-                    q_proj: linear(&format!("{layer}.self_attn.q_proj"), hidden, hidden)?,
-                    k_proj: linear(&format!("{layer}.self_attn.k_proj"), hidden, hidden)?,
-                    v_proj: linear(&format!("{layer}.self_attn.v_proj"), hidden, hidden)?,
-                    out_proj: linear(&format!("{layer}.self_attn.out_proj"), hidden, hidden)?,
+                    layer_norm1,
+                    q_proj,
+                    k_proj,
+                    v_proj,
+                    out_proj,
                     layer_norm2: layer_norm(&format!("{layer}.layer_norm2"))?,
                     fc1: linear(&format!("{layer}.mlp.fc1"), intermediate, hidden)?,
                     fc2: linear(&format!("{layer}.mlp.fc2"), hidden, intermediate)?,
@@ -205,12 +240,14 @@ impl ClipTextModel {
         // `text_projection` sits beside `text_model`, never under the prefix.
         let text_projection = projection_dim
             .map(|projection_dim| -> Result<Linear> {
+                let weight = weights.tensor_shaped(
+                    "text_projection.weight",
+                    &[to_i64(projection_dim), hidden],
+                    kind,
+                )?;
                 Ok(Linear {
-                    weight: weights.tensor_shaped(
-                        "text_projection.weight",
-                        &[to_i64(projection_dim), hidden],
-                        kind,
-                    )?,
+                    lora: register("text_projection".to_owned(), &weight, None),
+                    weight,
                     bias: None,
                 })
             })
@@ -226,7 +263,13 @@ impl ClipTextModel {
             text_projection,
             activation,
             eos_token_id,
+            lora_targets: lora_targets.into_inner(),
         })
+    }
+
+    /// The layers a LoRA may adapt (every `Linear`), by transformers' module name.
+    pub fn lora_targets(&self) -> &LoraTargets {
+        &self.lora_targets
     }
 
     pub fn config(&self) -> &ClipTextConfig {
@@ -337,7 +380,7 @@ impl ClipTextModel {
         all_hidden_states.push(hidden_states.shallow_clone());
         for layer in &self.layers {
             hidden_states =
-                self.encoder_layer(layer, &hidden_states, sdpa_mask.as_ref(), batch, seq_length);
+                self.encoder_layer(layer, &hidden_states, sdpa_mask.as_ref(), batch, seq_length)?;
             all_hidden_states.push(hidden_states.shallow_clone());
         }
         let last_hidden_state = self.final_layer_norm.forward(&hidden_states);
@@ -357,7 +400,8 @@ impl ClipTextModel {
         let text_embeds = self
             .text_projection
             .as_ref()
-            .map(|projection| projection.forward(&pooler_output));
+            .map(|projection| projection.forward(&pooler_output))
+            .transpose()?;
 
         Ok(ClipTextOutput {
             last_hidden_state,
@@ -374,18 +418,18 @@ impl ClipTextModel {
         mask: Option<&Tensor>,
         batch: i64,
         seq_length: i64,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         let residual = hidden_states;
         let normed = layer.layer_norm1.forward(hidden_states);
-        let attention = self.self_attention(layer, &normed, mask, batch, seq_length);
+        let attention = self.self_attention(layer, &normed, mask, batch, seq_length)?;
         let hidden_states = residual + attention;
 
         let residual = &hidden_states;
         let normed = layer.layer_norm2.forward(&hidden_states);
         let mlp = layer
             .fc2
-            .forward(&self.activation.forward(&layer.fc1.forward(&normed)));
-        residual + mlp
+            .forward(&self.activation.forward(&layer.fc1.forward(&normed)?))?;
+        Ok(residual + mlp)
     }
 
     /// CLIPAttention with transformers' `sdpa_attention_forward`: no mask and `is_causal=True`
@@ -398,17 +442,17 @@ impl ClipTextModel {
         mask: Option<&Tensor>,
         batch: i64,
         seq_length: i64,
-    ) -> Tensor {
+    ) -> Result<Tensor> {
         let head_dim = to_i64(self.config.hidden_size / self.config.num_attention_heads);
-        let heads = |projection: &Linear| {
-            projection
-                .forward(hidden_states)
+        let heads = |projection: &Linear| -> Result<Tensor> {
+            Ok(projection
+                .forward(hidden_states)?
                 .view([batch, seq_length, -1, head_dim])
-                .transpose(1, 2)
+                .transpose(1, 2))
         };
-        let queries = heads(&layer.q_proj);
-        let keys = heads(&layer.k_proj);
-        let values = heads(&layer.v_proj);
+        let queries = heads(&layer.q_proj)?;
+        let keys = heads(&layer.k_proj)?;
+        let values = heads(&layer.v_proj)?;
         let scale = (head_dim as f64).powf(-0.5);
         let attention = Tensor::scaled_dot_product_attention(
             &queries,

@@ -53,6 +53,7 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::lora::LoraTargets;
 use crate::model_dir::{Component, ModelDir};
 
 /// SDXL's embeddings of one prompt (batch of one; the pipeline repeats them per image).
@@ -179,6 +180,15 @@ impl TextEncoders {
     /// The text encoders in diffusers' order.
     pub fn models(&self) -> impl Iterator<Item = &ClipTextModel> {
         self.encoders.iter().map(|encoder| &encoder.model)
+    }
+
+    /// The LoRA-able layers of the text encoder component `name` (`text_encoder`,
+    /// `text_encoder_2`), if the pipeline has it.
+    pub fn lora_targets(&self, name: &str) -> Option<&LoraTargets> {
+        self.encoders
+            .iter()
+            .find(|encoder| encoder.name == name)
+            .map(|encoder| encoder.model.lora_targets())
     }
 
     /// diffusers' `pipe.encode_prompt(prompt, num_images_per_prompt=1,

@@ -10,15 +10,18 @@ use std::path::{Path, PathBuf};
 use tch::{Kind, Tensor};
 
 use crate::error::{Error, Result};
+use crate::lora::{LayerShape, LoraSlot, LoraTarget, LoraTargets};
 use crate::weights::ComponentWeights;
 
 /// Hands out the tensors of one component by name and remembers which ones were taken, so that
-/// [`WeightLoader::finish`] can reject tensors the model does not use.
+/// [`WeightLoader::finish`] can reject tensors the model does not use; collects the LoRA-able
+/// layers (`Linear`, `Conv2d`) by module name.
 pub(crate) struct WeightLoader<'w> {
     weights: &'w ComponentWeights,
     kind: Kind,
     config_path: PathBuf,
     used: RefCell<BTreeSet<String>>,
+    lora_targets: RefCell<LoraTargets>,
 }
 
 impl<'w> WeightLoader<'w> {
@@ -28,6 +31,7 @@ impl<'w> WeightLoader<'w> {
             kind,
             config_path: config_path.to_owned(),
             used: RefCell::new(BTreeSet::new()),
+            lora_targets: RefCell::new(LoraTargets::default()),
         }
     }
 
@@ -39,8 +43,10 @@ impl<'w> WeightLoader<'w> {
         }
     }
 
-    /// Fails when the weights hold tensors that no layer asked for.
-    pub(crate) fn finish(self) -> Result<()> {
+    /// Fails when the weights hold tensors that no layer asked for; otherwise returns the
+    /// LoRA-able layers.
+    pub(crate) fn finish(self) -> Result<LoraTargets> {
+        let lora_targets = self.lora_targets.into_inner();
         let used = self.used.into_inner();
         let unused: Vec<String> = self
             .weights
@@ -49,7 +55,7 @@ impl<'w> WeightLoader<'w> {
             .map(str::to_owned)
             .collect();
         let Some(first) = unused.first() else {
-            return Ok(());
+            return Ok(lora_targets);
         };
         let path = self
             .weights
@@ -97,6 +103,17 @@ impl Params<'_, '_> {
         Ok(tensor)
     }
 
+    /// Registers the layer at this position as a LoRA target; its forward pass reads the slot.
+    fn lora_target(&self, shape: LayerShape, weight: &Tensor, bias: Option<&Tensor>) -> LoraSlot {
+        let target = LoraTarget::new(shape, weight, bias);
+        let slot = target.slot.clone();
+        self.loader
+            .lora_targets
+            .borrow_mut()
+            .insert(self.prefix.clone(), target);
+        slot
+    }
+
     /// An error about config.json key `key` (sizes that the layers cannot be built from).
     pub(crate) fn config_error(&self, key: &str, message: impl Into<String>) -> Error {
         Error::InvalidValue {
@@ -114,11 +131,12 @@ pub(crate) fn dim(size: usize) -> i64 {
     i64::try_from(size).expect("a model dimension fits in i64")
 }
 
-/// `nn.Linear`.
+/// `nn.Linear`, with peft's unfused LoRA branches when a LoRA adapts it.
 #[derive(Debug)]
 pub(crate) struct Linear {
     weight: Tensor,
     bias: Option<Tensor>,
+    lora: LoraSlot,
 }
 
 impl Linear {
@@ -129,28 +147,42 @@ impl Linear {
         bias: bool,
     ) -> Result<Self> {
         let (in_features, out_features) = (dim(in_features), dim(out_features));
+        let weight = p.tensor("weight", &[out_features, in_features])?;
+        let bias = if bias {
+            Some(p.tensor("bias", &[out_features])?)
+        } else {
+            None
+        };
+        let shape = LayerShape::Linear {
+            in_features,
+            out_features,
+        };
         Ok(Self {
-            weight: p.tensor("weight", &[out_features, in_features])?,
-            bias: if bias {
-                Some(p.tensor("bias", &[out_features])?)
-            } else {
-                None
-            },
+            lora: p.lora_target(shape, &weight, bias.as_ref()),
+            weight,
+            bias,
         })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(xs.f_linear(&self.weight, self.bias.as_ref())?)
+        let result = xs.f_linear(&self.weight, self.bias.as_ref())?;
+        self.lora.add_branches(result, |down, up| {
+            Ok(xs
+                .f_linear::<&Tensor>(down, None)?
+                .f_linear::<&Tensor>(up, None)?)
+        })
     }
 }
 
-/// `nn.Conv2d` with a square kernel, bias and zero padding.
+/// `nn.Conv2d` with a square kernel, bias and zero padding, with peft's unfused LoRA branches
+/// (a conv with the same kernel, stride and padding, then a 1×1 conv) when a LoRA adapts it.
 #[derive(Debug)]
 pub(crate) struct Conv2d {
     weight: Tensor,
     bias: Tensor,
     stride: i64,
     padding: i64,
+    lora: LoraSlot,
 }
 
 impl Conv2d {
@@ -163,26 +195,35 @@ impl Conv2d {
         padding: usize,
     ) -> Result<Self> {
         let kernel = dim(kernel_size);
+        let weight = p.tensor(
+            "weight",
+            &[dim(out_channels), dim(in_channels), kernel, kernel],
+        )?;
+        let bias = p.tensor("bias", &[dim(out_channels)])?;
+        let shape = LayerShape::Conv2d {
+            in_channels: dim(in_channels),
+            out_channels: dim(out_channels),
+            kernel_size: kernel,
+            stride: dim(stride),
+            padding: dim(padding),
+        };
         Ok(Self {
-            weight: p.tensor(
-                "weight",
-                &[dim(out_channels), dim(in_channels), kernel, kernel],
-            )?,
-            bias: p.tensor("bias", &[dim(out_channels)])?,
+            lora: p.lora_target(shape, &weight, Some(&bias)),
+            weight,
+            bias,
             stride: dim(stride),
             padding: dim(padding),
         })
     }
 
     pub(crate) fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        Ok(xs.f_conv2d(
-            &self.weight,
-            Some(&self.bias),
-            [self.stride, self.stride],
-            [self.padding, self.padding],
-            [1, 1],
-            1,
-        )?)
+        let (stride, padding) = ([self.stride, self.stride], [self.padding, self.padding]);
+        let result = xs.f_conv2d(&self.weight, Some(&self.bias), stride, padding, [1, 1], 1)?;
+        self.lora.add_branches(result, |down, up| {
+            Ok(xs
+                .f_conv2d::<&Tensor>(down, None, stride, padding, [1, 1], 1)?
+                .f_conv2d::<&Tensor>(up, None, [1, 1], [0, 0], [1, 1], 1)?)
+        })
     }
 }
 

@@ -15,6 +15,7 @@ use super::resnet::{ResnetSettings, TimeEmbeddingNorm};
 use crate::config::{ConfigFile, UNet2DConditionConfig};
 use crate::controlnet::ControlNetOutput;
 use crate::error::{Error, Result};
+use crate::lora::LoraTargets;
 use crate::weights::ComponentWeights;
 
 /// The down block types this implementation builds (after diffusers strips a `UNetRes` prefix).
@@ -192,6 +193,10 @@ pub struct UNet2DConditionModel {
     num_upsamplers: u32,
     /// The `encoder_hidden_states` width every cross-attention takes.
     cross_attention_dims: Vec<usize>,
+    /// Every `Linear` and `Conv2d`, by diffusers' module name.
+    lora_targets: LoraTargets,
+    /// config.json's `layers_per_block` when it is one number (not a list).
+    scalar_layers_per_block: Option<usize>,
 }
 
 impl UNet2DConditionModel {
@@ -210,9 +215,24 @@ impl UNet2DConditionModel {
         let plan = Plan::new(&file, &config)?;
         let weights = ComponentWeights::open_dir(dir)?;
         let loader = WeightLoader::new(&weights, kind, &config_path);
-        let model = Self::build(&loader.root(), config, &plan, dir, kind)?;
-        loader.finish()?;
+        let mut model = Self::build(&loader.root(), config, &plan, dir, kind)?;
+        model.lora_targets = loader.finish()?;
+        model.scalar_layers_per_block = file
+            .raw("layers_per_block")
+            .and_then(serde_json::Value::as_u64)
+            .and_then(|n| usize::try_from(n).ok());
         Ok(model)
+    }
+
+    /// The layers a LoRA may adapt (every `Linear` and `Conv2d`), by diffusers' module name.
+    pub fn lora_targets(&self) -> &LoraTargets {
+        &self.lora_targets
+    }
+
+    /// config.json's `layers_per_block` when it is one number, as diffusers' mapping of SGM
+    /// block names needs it.
+    pub fn scalar_layers_per_block(&self) -> Option<usize> {
+        self.scalar_layers_per_block
     }
 
     pub fn config(&self) -> &UNet2DConditionConfig {
@@ -409,6 +429,8 @@ impl UNet2DConditionModel {
             num_upsamplers,
             cross_attention_dims,
             config,
+            lora_targets: LoraTargets::default(),
+            scalar_layers_per_block: None,
         })
     }
 
