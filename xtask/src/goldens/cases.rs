@@ -4,9 +4,7 @@
 //! Axes (issue 7): every scheduler class (`transformer::schedulers::class_names`, 12) × {no LoRA,
 //! one LoRA, two LoRAs} × {no ControlNet, ControlNet}, plus single cases for the features that are
 //! not an axis (a batch of two, a non-square size, textual inversion, clip skip, each
-//! prompt-weighting syntax). The LoRA columns are not here yet: LoRA support is not merged into
-//! the reference worker (issue 6), and a golden of a feature the worker refuses could not be
-//! rendered.
+//! prompt-weighting syntax).
 
 use serde_json::{json, Value};
 
@@ -66,32 +64,57 @@ fn base_request(name: &str, scheduler: &str) -> Value {
 /// Every golden case, sorted by name.
 pub fn matrix() -> Vec<Case> {
     let mut cases = Vec::new();
-    // The matrix's "no LoRA" row, without and with a ControlNet; the names keep the LoRA axis so
-    // that its columns can join without renaming these.
+    // The matrix: every scheduler × {no LoRA, one LoRA, two LoRAs} × {no ControlNet, ControlNet}.
+    let controlnet = json!({
+        "enabled": true,
+        "model_path": "fixtures/controlnets/tiny-controlnet",
+        "control_image": "fixtures/controlnets/control.png",
+        "conditioning_scale": 0.8
+    });
+    let lora_variants = [
+        ("nolora", None, None),
+        (
+            "lora1",
+            Some(json!({"enabled": true, "models": [
+                {"name": "fixtures/loras/kohya_sgm.safetensors", "weight": 0.8}
+            ]})),
+            Some("one LoRA"),
+        ),
+        (
+            "lora2",
+            Some(json!({"enabled": true, "models": [
+                {"name": "fixtures/loras/kohya_sgm.safetensors", "weight": 0.7, "adapter_name": "style"},
+                {"name": "fixtures/loras/peft_metadata.safetensors", "weight": -0.5, "adapter_name": "detail"}
+            ]})),
+            Some("two LoRAs"),
+        ),
+    ];
     for class in transformer::schedulers::class_names() {
-        let name = format!("{}-nolora-nocn", short(class));
-        let request = base_request(&name, class);
-        cases.push(Case {
-            name,
-            features: vec![format!("scheduler {class}")],
-            request,
-        });
-
-        let name = format!("{}-nolora-cn", short(class));
-        let mut request = base_request(&name, class);
-        let unit = json!({
-            "enabled": true,
-            "model_path": "fixtures/controlnets/tiny-controlnet",
-            "control_image": "fixtures/controlnets/control.png",
-            "conditioning_scale": 0.8
-        });
-        request["data"]["controlnet"] = unit.clone();
-        request["data"]["controlnets"] = json!([unit]);
-        cases.push(Case {
-            name,
-            features: vec![format!("scheduler {class}"), "ControlNet".into()],
-            request,
-        });
+        for (lora_name, lora, lora_feature) in &lora_variants {
+            for with_controlnet in [false, true] {
+                let name = format!(
+                    "{}-{lora_name}-{}",
+                    short(class),
+                    if with_controlnet { "cn" } else { "nocn" }
+                );
+                let mut request = base_request(&name, class);
+                let mut features = vec![format!("scheduler {class}")];
+                if let Some(lora) = lora {
+                    request["data"]["lora"] = lora.clone();
+                    features.extend(lora_feature.map(str::to_owned));
+                }
+                if with_controlnet {
+                    request["data"]["controlnet"] = controlnet.clone();
+                    request["data"]["controlnets"] = json!([controlnet.clone()]);
+                    features.push("ControlNet".into());
+                }
+                cases.push(Case {
+                    name,
+                    features,
+                    request,
+                });
+            }
+        }
     }
 
     // A batch of two with a stochastic scheduler: image i from its own generator (B.8).
@@ -175,7 +198,7 @@ mod tests {
     #[test]
     fn every_case_is_a_valid_v2_request_with_a_unique_name() {
         let cases = matrix();
-        assert!(cases.len() >= 14);
+        assert!(cases.len() >= 72 + 6);
         let mut names: Vec<&str> = cases.iter().map(|c| c.name.as_str()).collect();
         names.dedup();
         assert_eq!(names.len(), cases.len(), "duplicate case names");
