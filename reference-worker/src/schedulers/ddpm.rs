@@ -214,27 +214,13 @@ impl Scheduler for DDPMScheduler {
     /// `set_timesteps(num_inference_steps)`: [`discrete::ddim_timesteps`] (the same code as
     /// DDIM's), after diffusers' check that there are no more steps than training timesteps.
     fn set_timesteps(&mut self, num_inference_steps: usize) -> Result<()> {
-        if num_inference_steps == 0 {
-            return Err(usage(NAME, "num_inference_steps must be at least 1"));
-        }
-        let n_train = self.num_train_timesteps;
-        if num_inference_steps > n_train {
-            return Err(usage(
-                NAME,
-                format!(
-                    "`num_inference_steps`: {num_inference_steps} cannot be larger than \
-                     `self.config.train_timesteps`: {n_train} as the unet model trained with this \
-                     scheduler can only handle maximal {n_train} timesteps."
-                ),
-            ));
-        }
-        let timesteps = discrete::ddim_timesteps(
+        let timesteps = discrete::ddim_schedule(
+            NAME,
             self.config.timestep_spacing,
-            n_train,
+            self.num_train_timesteps,
             num_inference_steps,
             self.config.steps_offset,
-        );
-        discrete::check_schedule(NAME, &timesteps, n_train)?;
+        )?;
         self.num_inference_steps = Some(num_inference_steps);
         self.timesteps = discrete::int64_tensor(&timesteps);
         self.timestep_values = timesteps;

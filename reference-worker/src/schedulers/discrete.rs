@@ -51,6 +51,34 @@ pub fn trailing_f64(num_train_timesteps: usize, num_inference_steps: usize) -> V
 }
 
 /// `torch.from_numpy(timesteps)` for an int64 schedule.
+/// DDIM's and DDPM's `set_timesteps(num_inference_steps)` (the same code in both classes): the
+/// zero-step and more-steps-than-training checks, [`ddim_timesteps`], [`check_schedule`].
+pub fn ddim_schedule(
+    scheduler: &'static str,
+    spacing: TimestepSpacing,
+    num_train_timesteps: usize,
+    num_inference_steps: usize,
+    steps_offset: usize,
+) -> Result<Vec<i64>> {
+    if num_inference_steps == 0 {
+        return Err(usage(scheduler, "num_inference_steps must be at least 1"));
+    }
+    let n_train = num_train_timesteps;
+    if num_inference_steps > n_train {
+        return Err(usage(
+            scheduler,
+            format!(
+                "`num_inference_steps`: {num_inference_steps} cannot be larger than \
+                 `self.config.train_timesteps`: {n_train} as the unet model trained with this \
+                 scheduler can only handle maximal {n_train} timesteps."
+            ),
+        ));
+    }
+    let timesteps = ddim_timesteps(spacing, n_train, num_inference_steps, steps_offset);
+    check_schedule(scheduler, &timesteps, n_train)?;
+    Ok(timesteps)
+}
+
 pub fn int64_tensor(values: &[i64]) -> Tensor {
     Tensor::from_slice(values)
 }

@@ -8,7 +8,7 @@
 use tch::{Device, Kind, Tensor};
 
 use super::noise_schedule::{TrainingDefaults, TrainingSchedule};
-use super::{numpy, sigmas, PredictionType, Scheduler, TimestepSpacing};
+use super::{k_discrete, numpy, sigmas, PredictionType, Scheduler, TimestepSpacing};
 use crate::config::ConfigFile;
 use crate::error::{Error, Result};
 use crate::generator::Generator;
@@ -387,15 +387,7 @@ impl Scheduler for EulerDiscreteScheduler {
     }
 
     fn init_noise_sigma(&self) -> Result<f64> {
-        let max_sigma = self.sigmas.f_max()?;
-        let value = match self.config.timestep_spacing {
-            TimestepSpacing::Linspace | TimestepSpacing::Trailing => max_sigma,
-            TimestepSpacing::Leading => max_sigma
-                .f_pow_tensor_scalar(2)?
-                .f_add_scalar(1)?
-                .f_pow_tensor_scalar(0.5)?,
-        };
-        Ok(value.f_double_value(&[])?)
+        k_discrete::init_noise_sigma(&self.sigmas, self.config.timestep_spacing)
     }
 
     fn set_begin_index(&mut self, begin_index: usize) {
@@ -407,12 +399,7 @@ impl Scheduler for EulerDiscreteScheduler {
             Some(index) => index,
             None => self.init_step_index(timestep)?,
         };
-        let sigma = self.sigma_at(index)?;
-        let divisor = sigma
-            .f_pow_tensor_scalar(2)?
-            .f_add_scalar(1)?
-            .f_pow_tensor_scalar(0.5)?;
-        Ok(sample.f_div(&divisor)?)
+        k_discrete::scale_by_sigma(sample, &self.sigma_at(index)?)
     }
 
     fn step(
