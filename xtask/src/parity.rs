@@ -5,8 +5,10 @@
 //! PSNR. Fails when any image is below 40 dB (or has another size, or is missing).
 //!
 //! `--random N [--seed S]` renders N random requests instead (any scheduler, seed, 1–50 steps,
-//! sizes, batch of 1 or 2, guidance, spacing, karras; reproducible from S), for the cases nobody
-//! wrote.
+//! sizes, batch of 1 or 2, guidance, spacing, karras, and the features of issue 6 drawn with their
+//! parameters: LoRAs from `fixtures/loras/` with weights in −2..2, ControlNets from
+//! `fixtures/controlnets/` with random scale, window, control image and canny, textual
+//! inversions, clip skip and prompt weighting; reproducible from S), for the cases nobody wrote.
 //!
 //! `--goldens` compares the committed goldens (`golden/`, issue 7) with diffusers instead: every
 //! case of `golden/manifest.json` rendered by diffusers from the manifest's request, against the
@@ -153,6 +155,14 @@ pub fn random_rows(venv: &Path, count: usize, seed: u64) -> Result<Vec<Value>> {
             data["negative_prompt"] =
                 json!(["blurry", "", "low quality, jpeg artifacts"][rng.below(3)]);
         }
+        let features = draw_features(&mut rng, &mut data);
+        eprintln!(
+            "parity: {name}: {class}, {steps} step(s), {width}x{height}, batch {batch}{}",
+            features
+                .iter()
+                .map(|f| format!(", {f}"))
+                .collect::<String>()
+        );
         let request =
             json!({"message_type": "inference_request", "request_id": name, "data": data});
         let path = out.join("requests").join(format!("{name}.json"));
@@ -164,6 +174,139 @@ pub fn random_rows(venv: &Path, count: usize, seed: u64) -> Result<Vec<Value>> {
         out.join("requests").display()
     );
     render_and_compare(venv, &cases, &out)
+}
+
+/// The LoRA files of `fixtures/loras/` (both layouts, all dtypes `make_loras.py` writes).
+const RANDOM_LORAS: [&str; 4] = [
+    "fixtures/loras/kohya_sgm.safetensors",
+    "fixtures/loras/kohya_diffusers_names.safetensors",
+    "fixtures/loras/peft_plain.safetensors",
+    "fixtures/loras/peft_metadata.safetensors",
+];
+const RANDOM_CONTROLNETS: [&str; 2] = [
+    "fixtures/controlnets/tiny-controlnet",
+    "fixtures/controlnets/tiny-controlnet-b",
+];
+const RANDOM_CONTROL_IMAGES: [&str; 5] = [
+    "fixtures/controlnets/control.png",
+    "fixtures/controlnets/control.jpg",
+    "fixtures/controlnets/control.webp",
+    "fixtures/controlnets/control_gray.png",
+    "fixtures/controlnets/control_rgba.png",
+];
+
+/// Draws the features of issue 6 into a random request's `data`, each independently: 1–3 LoRAs
+/// (any file, repeats allowed, weight uniform in −2..2), 1–2 ControlNets (any net and control
+/// image, scale uniform in 0..2, a guidance window inside 0..1, canny preprocessing or not),
+/// textual inversions (their tokens put in the prompt), clip skip 1–4 (the tiny encoders have
+/// five layers) and `a1111` or `compel` weighting with a prompt in that syntax. Returns a short
+/// description of each feature drawn, for the log.
+fn draw_features(rng: &mut SplitMix64, data: &mut Value) -> Vec<String> {
+    let mut drawn = Vec::new();
+    if rng.below(2) == 1 {
+        let count = 1 + rng.below(3);
+        let models: Vec<Value> = (0..count)
+            .map(|i| {
+                let name = RANDOM_LORAS[rng.below(RANDOM_LORAS.len())];
+                let weight = rng.uniform(-2.0, 2.0);
+                drawn.push(format!(
+                    "LoRA {} × {weight:.4}",
+                    name.rsplit('/').next().unwrap_or(name)
+                ));
+                json!({"name": name, "weight": weight, "adapter_name": format!("random_{i}")})
+            })
+            .collect();
+        data["lora"] = json!({"enabled": true, "models": models});
+    }
+    if rng.below(2) == 1 {
+        let count = 1 + rng.below(2);
+        let units: Vec<Value> = (0..count)
+            .map(|_| {
+                let model = RANDOM_CONTROLNETS[rng.below(RANDOM_CONTROLNETS.len())];
+                let image = RANDOM_CONTROL_IMAGES[rng.below(RANDOM_CONTROL_IMAGES.len())];
+                let scale = rng.uniform(0.0, 2.0);
+                let (a, b) = (rng.uniform(0.0, 1.0), rng.uniform(0.0, 1.0));
+                let (start, end) = if rng.below(2) == 1 {
+                    (a.min(b), a.max(b))
+                } else {
+                    (0.0, 1.0)
+                };
+                let canny = rng.below(3) == 0;
+                drawn.push(format!(
+                    "ControlNet {} on {} × {scale:.3} [{start:.3}, {end:.3}]{}",
+                    model.rsplit('/').next().unwrap_or(model),
+                    image.rsplit('/').next().unwrap_or(image),
+                    if canny { " canny" } else { "" }
+                ));
+                let mut unit = json!({
+                    "enabled": true,
+                    "model_path": model,
+                    "control_image": image,
+                    "conditioning_scale": scale,
+                    "guidance_start": start,
+                    "guidance_end": end,
+                });
+                if canny {
+                    unit["type"] = json!("canny");
+                    unit["preprocessor"] = json!({"enabled": true});
+                }
+                unit
+            })
+            .collect();
+        data["controlnet"] = units[0].clone();
+        data["controlnets"] = Value::Array(units);
+    }
+    let mut tokens = Vec::new();
+    if rng.below(3) == 0 {
+        let mut inversions = Vec::new();
+        if rng.below(2) == 1 {
+            inversions.push(json!({"path": "fixtures/textual_inversions/tiny-single.safetensors"}));
+            tokens.push("tiny-single");
+        }
+        if tokens.is_empty() || rng.below(2) == 1 {
+            inversions.push(json!({
+                "path": "fixtures/textual_inversions/tiny-multi.safetensors",
+                "token": "<multi>",
+            }));
+            tokens.push("<multi>");
+        }
+        drawn.push(format!("textual inversion {}", tokens.join(" + ")));
+        data["textual_inversions"] = Value::Array(inversions);
+    }
+    if rng.below(3) == 0 {
+        let skip = 1 + rng.below(4);
+        drawn.push(format!("clip skip {skip}"));
+        data["clip_skip"] = json!(skip);
+    }
+    let subject = if tokens.is_empty() {
+        "a lighthouse".to_string()
+    } else {
+        tokens.join(" and ")
+    };
+    match rng.below(3) {
+        0 => {
+            let w = rng.uniform(0.5, 1.5);
+            data["prompt"] = json!(format!(
+                "({subject}:{w:.2}) on a [rocky] coast, ((stormy sky)), \\(calm\\)"
+            ));
+            data["prompt_attention"] = json!("a1111");
+            drawn.push(format!("a1111 ({w:.2})"));
+        }
+        1 => {
+            let w = rng.uniform(0.5, 1.5);
+            data["prompt"] = json!(format!(
+                "({subject}){w:.2} on a rocky+ coast, (stormy sky)-- at dawn"
+            ));
+            data["prompt_attention"] = json!("compel");
+            drawn.push(format!("compel ({w:.2})"));
+        }
+        _ => {
+            if !tokens.is_empty() {
+                data["prompt"] = json!(format!("{subject} on a rocky coast"));
+            }
+        }
+    }
+    drawn
 }
 
 /// SplitMix64: a tiny, seedable generator (the random cases must be reproducible from the seed).
@@ -181,6 +324,13 @@ impl SplitMix64 {
     /// Uniform in `0..n` (the modulo bias is irrelevant here).
     fn below(&mut self, n: usize) -> usize {
         (self.next() % n as u64) as usize
+    }
+
+    /// Uniform in `[low, high)`, any double the 53 random bits give (not rounded: the weights
+    /// and scales the two sides parse must be arbitrary).
+    fn uniform(&mut self, low: f64, high: f64) -> f64 {
+        let unit = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
+        low + (high - low) * unit
     }
 }
 
