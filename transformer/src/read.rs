@@ -7,9 +7,9 @@
 //! silently.
 
 use serde::Serialize;
-use serde_json::{Map, Value};
 
 use crate::error::{pointer_push, FieldError};
+use crate::json::{Json, Members};
 
 /// A note in the mapping report that is not an error.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -19,38 +19,93 @@ pub struct Warning {
 }
 
 /// Errors and warnings collected while reading one message.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Ctx {
     pub errors: Vec<FieldError>,
     pub warnings: Vec<Warning>,
+    /// False for a pass that only needs the values and whether there are errors: no JSON
+    /// Pointers are built (paths are empty strings), no locations, no report, no warnings. Its
+    /// errors, if any, are then reported by a second pass that records everything.
+    pub(crate) record: bool,
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx {
+            errors: Vec::new(),
+            warnings: Vec::new(),
+            record: true,
+        }
+    }
 }
 
 impl Ctx {
+    /// A context that does not record paths, locations or warnings (see [`Ctx::record`]).
+    pub(crate) fn unrecorded() -> Self {
+        Ctx {
+            record: false,
+            ..Ctx::default()
+        }
+    }
+
     pub fn error(&mut self, error: FieldError) {
         self.errors.push(error);
     }
 
     pub fn warn(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.warnings.push(Warning {
-            path: path.into(),
-            message: message.into(),
-        });
+        if self.record {
+            self.warnings.push(Warning {
+                path: path.into(),
+                message: message.into(),
+            });
+        }
     }
 }
 
-/// A JSON value together with the JSON Pointer it was found at.
+/// A JSON value together with the JSON Pointer it was found at (empty when not recording).
 #[derive(Debug, Clone)]
 pub struct At<'a> {
-    pub value: &'a Value,
+    pub value: &'a Json<'a>,
     pub path: String,
+}
+
+/// Which of an object's properties were read: a bit set, spilled to a list past 64.
+enum Used {
+    Bits(u64),
+    List(Vec<bool>),
+}
+
+impl Used {
+    fn new(len: usize) -> Self {
+        if len <= 64 {
+            Used::Bits(0)
+        } else {
+            Used::List(vec![false; len])
+        }
+    }
+
+    fn get(&self, i: usize) -> bool {
+        match self {
+            Used::Bits(bits) => bits & (1 << i) != 0,
+            Used::List(list) => list[i],
+        }
+    }
+
+    fn set(&mut self, i: usize) {
+        match self {
+            Used::Bits(bits) => *bits |= 1 << i,
+            Used::List(list) => list[i] = true,
+        }
+    }
 }
 
 /// One JSON object being read; tracks which properties were consumed.
 pub struct Reader<'a> {
     path: String,
     /// The object's properties in document order; their pointers are built only when needed.
-    entries: Vec<(&'a str, &'a Value)>,
-    used: Vec<bool>,
+    entries: &'a Members<'a>,
+    used: Used,
+    record: bool,
 }
 
 /// Property names compare like System.Text.Json's case-insensitive mode (ordinal, ignoring case).
@@ -94,23 +149,28 @@ fn same_name_ignoring_underscores(a: &str, b: &str) -> bool {
 }
 
 impl<'a> Reader<'a> {
-    pub fn new(map: &'a Map<String, Value>, path: impl Into<String>) -> Self {
+    pub fn new(ctx: &Ctx, entries: &'a Members<'a>, path: impl Into<String>) -> Self {
         Reader {
             path: path.into(),
-            entries: map.iter().map(|(k, v)| (k.as_str(), v)).collect(),
-            used: vec![false; map.len()],
+            entries,
+            used: Used::new(entries.len()),
+            record: ctx.record,
         }
     }
 
-    /// The JSON Pointer of the `i`th property.
+    /// The JSON Pointer of the `i`th property (empty when not recording).
     fn pointer(&self, i: usize) -> String {
-        pointer_push(&self.path, self.entries[i].0)
+        if self.record {
+            pointer_push(&self.path, &self.entries[i].0)
+        } else {
+            String::new()
+        }
     }
 
     /// Reads `value` as an object at `path`, recording a type error otherwise.
     pub fn object(ctx: &mut Ctx, at: At<'a>) -> Option<Reader<'a>> {
         match at.value {
-            Value::Object(map) => Some(Reader::new(map, at.path)),
+            Json::Object(members) => Some(Reader::new(ctx, members, at.path)),
             other => {
                 ctx.error(type_error(&at.path, "an object", other));
                 None
@@ -137,7 +197,7 @@ impl<'a> Reader<'a> {
                             "two properties match `{name}` (names are case-insensitive): {first} and {this}"
                         ),
                     ));
-                    self.used[i] = true;
+                    self.used.set(i);
                     continue;
                 }
                 found = Some(i);
@@ -145,21 +205,23 @@ impl<'a> Reader<'a> {
         }
         if found.is_none() {
             for (i, (key, _)) in self.entries.iter().enumerate() {
-                if !self.used[i] && same_name_ignoring_underscores(key, name) {
-                    ctx.warn(
-                        self.pointer(i),
-                        format!(
-                            "read as `{name}`: System.Text.Json would not bind `{key}` (underscores are not ignored there)"
-                        ),
-                    );
+                if !self.used.get(i) && same_name_ignoring_underscores(key, name) {
+                    if ctx.record {
+                        ctx.warn(
+                            self.pointer(i),
+                            format!(
+                                "read as `{name}`: System.Text.Json would not bind `{key}` (underscores are not ignored there)"
+                            ),
+                        );
+                    }
                     found = Some(i);
                     break;
                 }
             }
         }
         let i = found?;
-        self.used[i] = true;
-        let value = self.entries[i].1;
+        self.used.set(i);
+        let value = &self.entries[i].1;
         if value.is_null() {
             return None;
         }
@@ -208,8 +270,11 @@ impl<'a> Reader<'a> {
 
     /// Records every property nobody read as a warning ("ignored").
     pub fn finish(self, ctx: &mut Ctx) {
+        if !ctx.record {
+            return;
+        }
         for (i, (key, _)) in self.entries.iter().enumerate() {
-            if !self.used[i] {
+            if !self.used.get(i) {
                 ctx.warn(
                     self.pointer(i),
                     format!("unknown property `{key}`: not part of the protocol, ignored"),
@@ -222,13 +287,17 @@ impl<'a> Reader<'a> {
 /// Items of an array, each with its JSON Pointer.
 pub fn as_array<'a>(ctx: &mut Ctx, at: &At<'a>) -> Option<Vec<At<'a>>> {
     match at.value {
-        Value::Array(items) => Some(
+        Json::Array(items) => Some(
             items
                 .iter()
                 .enumerate()
                 .map(|(i, value)| At {
                     value,
-                    path: format!("{}/{i}", at.path),
+                    path: if ctx.record {
+                        format!("{}/{i}", at.path)
+                    } else {
+                        String::new()
+                    },
                 })
                 .collect(),
         ),
@@ -241,7 +310,7 @@ pub fn as_array<'a>(ctx: &mut Ctx, at: &At<'a>) -> Option<Vec<At<'a>>> {
 
 pub fn as_bool(ctx: &mut Ctx, at: &At<'_>) -> Option<bool> {
     match at.value {
-        Value::Bool(b) => Some(*b),
+        Json::Bool(b) => Some(*b),
         other => {
             ctx.error(type_error(&at.path, "a boolean", other));
             None
@@ -251,7 +320,7 @@ pub fn as_bool(ctx: &mut Ctx, at: &At<'_>) -> Option<bool> {
 
 pub fn as_string(ctx: &mut Ctx, at: &At<'_>) -> Option<String> {
     match at.value {
-        Value::String(s) => Some(s.clone()),
+        Json::String(s) => Some(s.to_string()),
         other => {
             ctx.error(type_error(&at.path, "a string", other));
             None
@@ -261,11 +330,12 @@ pub fn as_string(ctx: &mut Ctx, at: &At<'_>) -> Option<String> {
 
 pub fn as_int(ctx: &mut Ctx, at: &At<'_>) -> Option<i64> {
     match at.value {
-        Value::Number(n) => match n.as_i64() {
+        Json::Number(n) => match n.as_i64() {
             Some(i) => Some(i),
             None if n.is_u64() => {
                 ctx.error(
-                    FieldError::new(&at.path, "range", "integer too large").with_value(at.value),
+                    FieldError::new(&at.path, "range", "integer too large")
+                        .with_value(&at.value.to_value()),
                 );
                 None
             }
@@ -283,9 +353,10 @@ pub fn as_int(ctx: &mut Ctx, at: &At<'_>) -> Option<i64> {
 
 pub fn as_number(ctx: &mut Ctx, at: &At<'_>) -> Option<f64> {
     match at.value {
-        Value::Number(n) => n.as_f64().filter(|f| f.is_finite()).or_else(|| {
+        Json::Number(n) => n.as_f64().filter(|f| f.is_finite()).or_else(|| {
             ctx.error(
-                FieldError::new(&at.path, "range", "number is not finite").with_value(at.value),
+                FieldError::new(&at.path, "range", "number is not finite")
+                    .with_value(&at.value.to_value()),
             );
             None
         }),
@@ -296,23 +367,23 @@ pub fn as_number(ctx: &mut Ctx, at: &At<'_>) -> Option<f64> {
     }
 }
 
-pub fn type_error(path: &str, expected: &str, found: &Value) -> FieldError {
+pub fn type_error(path: &str, expected: &str, found: &Json<'_>) -> FieldError {
     FieldError::new(
         path,
         "type",
         format!("expected {expected}, found {}", json_type_name(found)),
     )
-    .with_value(found)
+    .with_value(&found.to_value())
 }
 
-pub fn json_type_name(value: &Value) -> &'static str {
+pub fn json_type_name(value: &Json<'_>) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(n) if n.is_f64() => "a number with a fraction",
-        Value::Number(_) => "an integer",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(n) if n.is_f64() => "a number with a fraction",
+        Json::Number(_) => "an integer",
+        Json::String(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
