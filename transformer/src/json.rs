@@ -35,8 +35,20 @@ pub enum Json<'a> {
 pub type Members<'a> = [(Cow<'a, str>, Json<'a>)];
 
 impl<'a> Json<'a> {
-    /// Parses JSON text with serde_json's parser (its errors, unchanged).
+    /// Parses JSON text: the document serde_json's parser reads, or its error, unchanged.
+    ///
+    /// Plain text (the usual message: no escapes but the common ones, integers of up to 18
+    /// digits, nesting up to 64 deep, no syntax errors) is read by a parser of its own; anything
+    /// else, errors included, by serde_json's.
     pub fn parse(text: &'a str) -> serde_json::Result<Json<'a>> {
+        match Plain::parse(text) {
+            Some(json) => Ok(json),
+            None => Json::parse_with_serde(text),
+        }
+    }
+
+    /// Parses JSON text with serde_json's parser.
+    pub fn parse_with_serde(text: &'a str) -> serde_json::Result<Json<'a>> {
         let mut deserializer = serde_json::Deserializer::from_str(text);
         let value = Json::deserialize(&mut deserializer)?;
         deserializer.end()?;
@@ -197,37 +209,367 @@ impl<'de> Visitor<'de> for JsonVisitor {
     }
 
     fn visit_map<V: MapAccess<'de>>(self, mut visitor: V) -> Result<Json<'de>, V::Error> {
-        let mut members: Vec<(Cow<'de, str>, Json<'de>)> = Vec::new();
-        // Past a few members, repeated keys are found through an index instead of a scan.
-        const SCAN: usize = 16;
-        let mut index: Option<HashMap<String, usize>> = None;
+        let mut members = MembersBuilder::default();
         while let Some(key) = visitor.next_key_seed(KeySeed)? {
             let value: Json<'de> = visitor.next_value()?;
-            let existing = match &index {
-                Some(index) => index.get(key.as_ref()).copied(),
-                None => members.iter().position(|(k, _)| *k == key),
-            };
-            match existing {
-                // `Value` keeps a repeated key where it first was, with the last value.
-                Some(i) => members[i].1 = value,
-                None => {
-                    if let Some(index) = &mut index {
-                        index.insert(key.to_string(), members.len());
-                    }
-                    members.push((key, value));
-                    if index.is_none() && members.len() > SCAN {
-                        index = Some(
-                            members
-                                .iter()
-                                .enumerate()
-                                .map(|(i, (k, _))| (k.to_string(), i))
-                                .collect(),
-                        );
-                    }
+            members.insert(key, value);
+        }
+        Ok(Json::Object(members.members))
+    }
+}
+
+/// An object's members as they are read: `Value`'s map insertion, where a repeated key keeps its
+/// first position and takes the last value.
+#[derive(Default)]
+struct MembersBuilder<'a> {
+    members: Vec<(Cow<'a, str>, Json<'a>)>,
+    /// Past a few members, repeated keys are found through an index instead of a scan.
+    index: Option<HashMap<String, usize>>,
+}
+
+impl<'a> MembersBuilder<'a> {
+    const SCAN: usize = 16;
+
+    fn with_capacity(capacity: usize) -> Self {
+        MembersBuilder {
+            members: Vec::with_capacity(capacity),
+            index: None,
+        }
+    }
+
+    fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) {
+        let existing = match &self.index {
+            Some(index) => index.get(key.as_ref()).copied(),
+            None => self.members.iter().position(|(k, _)| *k == key),
+        };
+        match existing {
+            Some(i) => self.members[i].1 = value,
+            None => {
+                if let Some(index) = &mut self.index {
+                    index.insert(key.to_string(), self.members.len());
+                }
+                self.members.push((key, value));
+                if self.index.is_none() && self.members.len() > Self::SCAN {
+                    self.index = Some(
+                        self.members
+                            .iter()
+                            .enumerate()
+                            .map(|(i, (k, _))| (k.to_string(), i))
+                            .collect(),
+                    );
                 }
             }
         }
-        Ok(Json::Object(members))
+    }
+}
+
+/// The parser of plain text (see [`Json::parse`]): `None` for anything it does not read exactly
+/// as serde_json does, which serde_json then reads (or rejects, with its error).
+struct Plain<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    pos: usize,
+    depth: usize,
+}
+
+impl<'a> Plain<'a> {
+    /// Below serde_json's recursion limit (128), so that deeper text gets its error.
+    const MAX_DEPTH: usize = 64;
+
+    fn parse(text: &'a str) -> Option<Json<'a>> {
+        let mut parser = Plain {
+            text,
+            bytes: text.as_bytes(),
+            pos: 0,
+            depth: 0,
+        };
+        parser.whitespace();
+        let value = parser.value()?;
+        parser.whitespace();
+        (parser.pos == parser.bytes.len()).then_some(value)
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.pos).copied()
+    }
+
+    fn whitespace(&mut self) {
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.pos += 1;
+        }
+    }
+
+    fn value(&mut self) -> Option<Json<'a>> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => {
+                self.pos += 1;
+                self.string().map(Json::String)
+            }
+            b't' => self.literal(b"true", Json::Bool(true)),
+            b'f' => self.literal(b"false", Json::Bool(false)),
+            b'n' => self.literal(b"null", Json::Null),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn literal(&mut self, word: &[u8], value: Json<'a>) -> Option<Json<'a>> {
+        if self.bytes[self.pos..].starts_with(word) {
+            self.pos += word.len();
+            Some(value)
+        } else {
+            None
+        }
+    }
+
+    fn object(&mut self) -> Option<Json<'a>> {
+        self.depth += 1;
+        if self.depth > Self::MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
+        self.whitespace();
+        let mut members = MembersBuilder::with_capacity(8);
+        if self.peek()? == b'}' {
+            self.pos += 1;
+        } else {
+            loop {
+                if self.peek()? != b'"' {
+                    return None;
+                }
+                self.pos += 1;
+                let key = self.string()?;
+                self.whitespace();
+                if self.peek()? != b':' {
+                    return None;
+                }
+                self.pos += 1;
+                self.whitespace();
+                let value = self.value()?;
+                members.insert(key, value);
+                self.whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        self.whitespace();
+                    }
+                    b'}' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(Json::Object(members.members))
+    }
+
+    fn array(&mut self) -> Option<Json<'a>> {
+        self.depth += 1;
+        if self.depth > Self::MAX_DEPTH {
+            return None;
+        }
+        self.pos += 1;
+        self.whitespace();
+        let mut items = Vec::new();
+        if self.peek()? == b']' {
+            self.pos += 1;
+        } else {
+            loop {
+                items.push(self.value()?);
+                self.whitespace();
+                match self.peek()? {
+                    b',' => {
+                        self.pos += 1;
+                        self.whitespace();
+                    }
+                    b']' => {
+                        self.pos += 1;
+                        break;
+                    }
+                    _ => return None,
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(Json::Array(items))
+    }
+
+    /// The rest of a string (its opening quote read): borrowed when it has no escapes.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
+        let start = self.pos;
+        self.skip_plain();
+        match self.peek()? {
+            b'"' => {
+                let s = &self.text[start..self.pos];
+                self.pos += 1;
+                Some(Cow::Borrowed(s))
+            }
+            b'\\' => {
+                let mut owned = String::with_capacity(self.pos - start + 16);
+                owned.push_str(&self.text[start..self.pos]);
+                loop {
+                    match self.peek()? {
+                        b'"' => {
+                            self.pos += 1;
+                            return Some(Cow::Owned(owned));
+                        }
+                        b'\\' => {
+                            self.pos += 1;
+                            self.escape(&mut owned)?;
+                        }
+                        _ => {
+                            let from = self.pos;
+                            self.skip_plain();
+                            if self.pos == from {
+                                // A control character: serde_json's error.
+                                return None;
+                            }
+                            owned.push_str(&self.text[from..self.pos]);
+                        }
+                    }
+                }
+            }
+            // A control character: serde_json's error.
+            _ => None,
+        }
+    }
+
+    /// Past the bytes a string holds as they are (not `"`, `\\` or a control character),
+    /// eight at a time while none is there.
+    fn skip_plain(&mut self) {
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+        let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS != 0;
+        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
+            let v = u64::from_ne_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS != 0;
+            if control
+                || has_zero(v ^ (ONES * u64::from(b'"')))
+                || has_zero(v ^ (ONES * u64::from(b'\\')))
+            {
+                break;
+            }
+            self.pos += 8;
+        }
+        while let Some(b) = self.peek() {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                return;
+            }
+            self.pos += 1;
+        }
+    }
+
+    /// One escape (its backslash read), decoded onto `out`.
+    fn escape(&mut self, out: &mut String) -> Option<()> {
+        let c = self.peek()?;
+        self.pos += 1;
+        out.push(match c {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let unit = self.hex4()?;
+                match unit {
+                    0xD800..=0xDBFF => {
+                        // A surrogate pair, or serde_json's judgement.
+                        if !self.bytes[self.pos..].starts_with(b"\\u") {
+                            return None;
+                        }
+                        self.pos += 2;
+                        let low = self.hex4()?;
+                        if !(0xDC00..=0xDFFF).contains(&low) {
+                            return None;
+                        }
+                        char::from_u32(0x10000 + ((unit - 0xD800) << 10) + (low - 0xDC00))?
+                    }
+                    0xDC00..=0xDFFF => return None,
+                    _ => char::from_u32(unit)?,
+                }
+            }
+            _ => return None,
+        });
+        Some(())
+    }
+
+    fn hex4(&mut self) -> Option<u32> {
+        let digits = self.bytes.get(self.pos..self.pos + 4)?;
+        let mut unit = 0;
+        for d in digits {
+            unit = unit * 16 + char::from(*d).to_digit(16)?;
+        }
+        self.pos += 4;
+        Some(unit)
+    }
+
+    /// An integer of up to 18 digits is read here; other numbers by serde_json, alone (a
+    /// number's reading does not depend on what is around it).
+    fn number(&mut self) -> Option<Json<'a>> {
+        let start = self.pos;
+        let negative = self.peek() == Some(b'-');
+        if negative {
+            self.pos += 1;
+        }
+        let digits_start = self.pos;
+        match self.peek()? {
+            b'0' => self.pos += 1,
+            b'1'..=b'9' => {
+                while let Some(b'0'..=b'9') = self.peek() {
+                    self.pos += 1;
+                }
+            }
+            _ => return None,
+        }
+        let digits = self.pos - digits_start;
+        let mut integer = true;
+        if self.peek() == Some(b'.') {
+            integer = false;
+            self.pos += 1;
+            let from = self.pos;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.pos += 1;
+            }
+            if self.pos == from {
+                return None;
+            }
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            integer = false;
+            self.pos += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.pos += 1;
+            }
+            let from = self.pos;
+            while let Some(b'0'..=b'9') = self.peek() {
+                self.pos += 1;
+            }
+            if self.pos == from {
+                return None;
+            }
+        }
+        if integer && digits <= 18 {
+            let magnitude = self.bytes[digits_start..self.pos]
+                .iter()
+                .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+            return match (negative, magnitude) {
+                (false, n) => Some(Json::Number(n.into())),
+                // serde_json reads `-0` as the float -0.0: its own reading.
+                (true, 0) => None,
+                (true, n) => Some(Json::Number((-(n as i64)).into())),
+            };
+        }
+        match Json::parse_with_serde(&self.text[start..self.pos]) {
+            Ok(number @ Json::Number(_)) => Some(number),
+            _ => None,
+        }
     }
 }
 
@@ -299,6 +641,147 @@ mod tests {
         same_as_value(&format!("{{{many}}}"));
     }
 
+    /// The plain parser reads what serde_json reads, or leaves the text to it.
+    fn plain_agrees(text: &str) {
+        let serde = Json::parse_with_serde(text);
+        if let Some(plain) = Plain::parse(text) {
+            let serde = serde
+                .as_ref()
+                .expect("the plain parser accepted what serde_json rejects");
+            assert_eq!(
+                serde_json::to_string(&plain).unwrap(),
+                serde_json::to_string(serde).unwrap(),
+                "{text}"
+            );
+            assert_eq!(plain.to_value(), serde.to_value(), "{text}");
+        }
+        match (Json::parse(text), serde) {
+            (Ok(a), Ok(b)) => assert_eq!(
+                serde_json::to_string(&a).unwrap(),
+                serde_json::to_string(&b).unwrap()
+            ),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            (a, b) => panic!("{text}: {a:?} / {b:?}"),
+        }
+    }
+
+    #[test]
+    fn the_plain_parser_reads_as_serde_json_does() {
+        for text in [
+            r#"{"a":1,"b":[true,false,null],"c":{"d":-2,"e":1.5e3,"f":"x\"y\u00e9\n\/"}}"#,
+            r#"{"a":1,"a":2,"b":3,"a":4}"#,
+            r#"[-0, 0, -0.0, 18446744073709551615, -9223372036854775808, 1e-400, 0.1, 1E2]"#,
+            r#"[999999999999999999, -999999999999999999, 1000000000000000000, 12345678901234567890]"#,
+            r#"{"\u0041":1,"A":2, "\ud83c\udf03": "\ud83c\udf03", "é東京": "🌃"}"#,
+            r#"["\ud800", "\udc00", "\ud800\u0041", "\u00", "\x", "a\u0000b"]"#,
+            "[\"tab\there\"]",
+            "[\"raw\u{1}control\"]",
+            "[\"0123456789abcdef0123456789\\\"0123456789abcdef\"]",
+            r#""plain""#,
+            "  [ ]  ",
+            " { } ",
+            "\t\r\n[1 , 2 ]\n",
+            "",
+            " ",
+            "{",
+            "}",
+            "[",
+            "[1,]",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{\"a\":1,}",
+            "{,}",
+            "{1:2}",
+            "1e400",
+            "-1e400",
+            "[1] x",
+            "01",
+            "-",
+            "-a",
+            "1.",
+            "1.e3",
+            "1e",
+            "1e+",
+            ".5",
+            "+1",
+            "tru",
+            "truex",
+            "nul",
+            "nulll",
+            "[true false]",
+            "\"unterminated",
+            "[\"a\"\"b\"]",
+            "1",
+            "-1",
+            "0",
+            "-0",
+            "1.5",
+            "[[[[[[[[[[]]]]]]]]]]",
+        ] {
+            plain_agrees(text);
+        }
+        plain_agrees(&("[".repeat(70) + &"]".repeat(70)));
+        plain_agrees(&("[".repeat(200) + &"]".repeat(200)));
+        plain_agrees(&("{\"a\":".repeat(63) + "1" + &"}".repeat(63)));
+        let many: String = (0..40)
+            .map(|i| format!("\"k{}\":{i}", i % 23))
+            .collect::<Vec<_>>()
+            .join(",");
+        plain_agrees(&format!("{{{many}}}"));
+        for fixture in ["requests", "replies"] {
+            let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/");
+            let mut stack = vec![std::path::PathBuf::from(dir).join(fixture)];
+            while let Some(path) = stack.pop() {
+                if path.is_dir() {
+                    stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+                } else if let Ok(text) = std::fs::read_to_string(&path) {
+                    plain_agrees(&text);
+                }
+            }
+        }
+    }
+
+    fn arb_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            (-1e6f64..1e6).prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            "[a-z\"\\\\/\u{0}-\u{1f}é東🌃 ]{0,12}".prop_map(Value::from),
+        ];
+        leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+                proptest::collection::vec(("[a-cA\"\\\\é]{0,3}", inner), 0..6)
+                    .prop_map(|members| Value::Object(members.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn plain_parser_agrees_on_any_value(value in arb_value(), cut in 0usize..400, byte in 0u8..128, insert in proptest::bool::ANY) {
+            for text in [serde_json::to_string(&value).unwrap(), serde_json::to_string_pretty(&value).unwrap()] {
+                plain_agrees(&text);
+                assert_eq!(Json::parse(&text).unwrap().to_value(), value);
+                // And the text broken at one place (a byte cut out, or one put in).
+                let mut broken = text.clone().into_bytes();
+                let at = cut % (broken.len() + 1);
+                if insert {
+                    broken.insert(at, byte);
+                } else if at < broken.len() {
+                    broken.remove(at);
+                }
+                if let Ok(broken) = String::from_utf8(broken) {
+                    plain_agrees(&broken);
+                }
+            }
+        }
+    }
+
     #[test]
     fn errors_are_serde_json_s() {
         for text in [
@@ -312,6 +795,7 @@ mod tests {
         ] {
             let a = serde_json::from_str::<Value>(text).unwrap_err().to_string();
             let b = Json::parse(text).unwrap_err().to_string();
+            assert_eq!(a, Json::parse_with_serde(text).unwrap_err().to_string());
             assert_eq!(a, b, "{text}");
         }
     }

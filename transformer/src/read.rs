@@ -106,6 +106,16 @@ pub struct Reader<'a> {
     entries: &'a Members<'a>,
     used: Used,
     record: bool,
+    /// Every property name is ASCII: names compare with `eq_ignore_ascii_case` alone.
+    ascii: bool,
+    /// Every property name is ASCII without `_`: then a name of the same kind matches one
+    /// ignoring underscores exactly when it matches it ignoring case (the fallback is skipped).
+    plain: bool,
+}
+
+/// ASCII without `_`.
+fn plain_name(name: &str) -> bool {
+    name.bytes().all(|b| b.is_ascii() && b != b'_')
 }
 
 /// Property names compare like System.Text.Json's case-insensitive mode (ordinal, ignoring case).
@@ -127,6 +137,15 @@ fn same_name(a: &str, b: &str) -> bool {
 /// report says so; the analyses-era samples use them.
 fn same_name_ignoring_underscores(a: &str, b: &str) -> bool {
     if a.is_ascii() && b.is_ascii() {
+        let underscores = |s: &str| s.bytes().filter(|c| *c == b'_').count();
+        let (ua, ub) = (underscores(a), underscores(b));
+        if a.len() - ua != b.len() - ub {
+            // Not as many letters: no match (decided without walking both).
+            return false;
+        }
+        if ua == 0 && ub == 0 {
+            return a.eq_ignore_ascii_case(b);
+        }
         let mut x = a.bytes().filter(|c| *c != b'_');
         let mut y = b.bytes().filter(|c| *c != b'_');
         loop {
@@ -155,6 +174,8 @@ impl<'a> Reader<'a> {
             entries,
             used: Used::new(entries.len()),
             record: ctx.record,
+            ascii: entries.iter().all(|(key, _)| key.is_ascii()),
+            plain: entries.iter().all(|(key, _)| plain_name(key)),
         }
     }
 
@@ -186,8 +207,15 @@ impl<'a> Reader<'a> {
     /// Two properties that both match are an error naming both paths.
     pub fn get(&mut self, ctx: &mut Ctx, name: &str) -> Option<At<'a>> {
         let mut found: Option<usize> = None;
+        let ascii = self.ascii && name.is_ascii();
         for (i, (key, _)) in self.entries.iter().enumerate() {
-            if same_name(key, name) {
+            let same = if ascii {
+                // `same_name` of ASCII text.
+                key.len() == name.len() && key.eq_ignore_ascii_case(name)
+            } else {
+                same_name(key, name)
+            };
+            if same {
                 if let Some(first) = found {
                     let (first, this) = (self.pointer(first), self.pointer(i));
                     ctx.error(FieldError::new(
@@ -203,7 +231,7 @@ impl<'a> Reader<'a> {
                 found = Some(i);
             }
         }
-        if found.is_none() {
+        if found.is_none() && !(self.plain && plain_name(name)) {
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 if !self.used.get(i) && same_name_ignoring_underscores(key, name) {
                     if ctx.record {
@@ -233,6 +261,13 @@ impl<'a> Reader<'a> {
 
     /// True when a property matching `name` exists (even if `null`); does not consume it.
     pub fn has(&self, name: &str) -> bool {
+        if self.plain && plain_name(name) {
+            // Both matches are the ASCII case-insensitive one here.
+            return self
+                .entries
+                .iter()
+                .any(|(k, _)| k.len() == name.len() && k.eq_ignore_ascii_case(name));
+        }
         self.entries
             .iter()
             .any(|(k, _)| same_name(k, name) || same_name_ignoring_underscores(k, name))

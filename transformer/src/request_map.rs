@@ -1649,17 +1649,117 @@ fn inference_json(data: InferenceData) -> Value {
     json
 }
 
-/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON).
+/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON, as
+/// `serde_json::to_writer` writes it). The text is hashed as it is walked, not built first.
 fn content_id(input: &Json<'_>) -> String {
-    let mut text = Vec::with_capacity(1024);
-    if serde_json::to_writer(&mut text, input).is_err() {
-        // Serialising a document cannot fail; hash of the empty text, as before.
-        text.clear();
+    let mut hash = Fnv::default();
+    hash.compact(input);
+    format!("{:016x}", hash.0)
+}
+
+/// FNV-1a 64.
+struct Fnv(u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
     }
-    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    for byte in &text {
-        hash ^= u64::from(*byte);
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+}
+
+impl Fnv {
+    fn bytes(&mut self, bytes: &[u8]) {
+        let mut hash = self.0;
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
     }
-    format!("{hash:016x}")
+
+    /// The bytes of `value`'s compact JSON text, as serde_json writes it.
+    fn compact(&mut self, value: &Json<'_>) {
+        match value {
+            Json::Null => self.bytes(b"null"),
+            Json::Bool(true) => self.bytes(b"true"),
+            Json::Bool(false) => self.bytes(b"false"),
+            Json::Number(n) => {
+                // serde_json's own formatting of the number (at most 24 bytes).
+                let mut text = std::io::Cursor::new([0u8; 40]);
+                if serde_json::to_writer(&mut text, n).is_ok() {
+                    let len = text.position() as usize;
+                    self.bytes(&text.get_ref()[..len]);
+                }
+            }
+            Json::String(s) => self.string(s),
+            Json::Array(items) => {
+                self.bytes(b"[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.bytes(b",");
+                    }
+                    self.compact(item);
+                }
+                self.bytes(b"]");
+            }
+            Json::Object(members) => {
+                self.bytes(b"{");
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        self.bytes(b",");
+                    }
+                    self.string(key);
+                    self.bytes(b":");
+                    self.compact(value);
+                }
+                self.bytes(b"}");
+            }
+        }
+    }
+
+    /// A string as serde_json writes it: as is between quotes unless it holds a quote, a
+    /// backslash or a control character, which serde_json's escaping then writes.
+    fn string(&mut self, s: &str) {
+        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            let mut text = Vec::with_capacity(s.len() + 8);
+            if serde_json::to_writer(&mut text, s).is_ok() {
+                self.bytes(&text);
+            }
+            return;
+        }
+        self.bytes(b"\"");
+        self.bytes(s.as_bytes());
+        self.bytes(b"\"");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id is FNV-1a 64 of serde_json's compact text of the message.
+    #[test]
+    fn content_id_hashes_serde_json_s_compact_text() {
+        for text in [
+            r#"{"model":{"base":"m"},"conditioning":{"prompt":"p"}}"#,
+            r#"{"a":[1,-2,3.5,1e21,-0.0,0.1,null,true,false,"",{}],"b":{"c":[]},"é東":"x\"y\\z\n\u0001\u007f"}"#,
+            r#"[]"#,
+            r#""s""#,
+            r#"{"a":1,"a":2}"#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let compact = serde_json::to_vec(&value).unwrap();
+            let mut expected = Fnv::default();
+            expected.bytes(&compact);
+            let document = Json::parse(text).unwrap();
+            assert_eq!(
+                content_id(&document),
+                format!("{:016x}", expected.0),
+                "{text}"
+            );
+            assert_eq!(
+                content_id(&Json::from_value(&value)),
+                format!("{:016x}", expected.0)
+            );
+        }
+    }
 }
