@@ -41,9 +41,16 @@ impl<'a> Json<'a> {
     /// digits, nesting up to 64 deep, no syntax errors) is read by a parser of its own; anything
     /// else, errors included, by serde_json's.
     pub fn parse(text: &'a str) -> serde_json::Result<Json<'a>> {
+        Json::parse_hashed(text).map(|(json, _)| json)
+    }
+
+    /// [`Json::parse`], with the FNV-1a 64 hash of the document's compact text (as
+    /// `serde_json::to_writer` writes it) when it could be taken while reading (`None`: walk the
+    /// document with [`Fnv::compact`]).
+    pub(crate) fn parse_hashed(text: &'a str) -> serde_json::Result<(Json<'a>, Option<u64>)> {
         match Plain::parse(text) {
-            Some(json) => Ok(json),
-            None => Json::parse_with_serde(text),
+            Some(parsed) => Ok(parsed),
+            None => Json::parse_with_serde(text).map(|json| (json, None)),
         }
     }
 
@@ -225,6 +232,8 @@ struct MembersBuilder<'a> {
     members: Vec<(Cow<'a, str>, Json<'a>)>,
     /// Past a few members, repeated keys are found through an index instead of a scan.
     index: Option<HashMap<String, usize>>,
+    /// A bit per key length and first byte seen (mod 64): a key whose bit is not set is new.
+    seen: u64,
 }
 
 impl<'a> MembersBuilder<'a> {
@@ -234,21 +243,38 @@ impl<'a> MembersBuilder<'a> {
         MembersBuilder {
             members: Vec::with_capacity(capacity),
             index: None,
+            seen: 0,
         }
     }
 
-    fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) {
-        let existing = match &self.index {
-            Some(index) => index.get(key.as_ref()).copied(),
-            None => self.members.iter().position(|(k, _)| *k == key),
+    /// Adds a member; true when its key was there already (and its value is replaced).
+    fn insert(&mut self, key: Cow<'a, str>, value: Json<'a>) -> bool {
+        let (slot, repeated) = self.slot(key);
+        *slot = value;
+        repeated
+    }
+
+    /// Where the value of member `key` goes (a new member, `null` until then, or the one with
+    /// that key, whose value is to be replaced); true when the key was there already.
+    #[inline(always)]
+    fn slot(&mut self, key: Cow<'a, str>) -> (&mut Json<'a>, bool) {
+        let bit = 1u64 << ((key.len() * 7 + usize::from(key.bytes().next().unwrap_or(0))) % 64);
+        let existing = if self.seen & bit == 0 {
+            None
+        } else {
+            match &self.index {
+                Some(index) => index.get(key.as_ref()).copied(),
+                None => self.members.iter().position(|(k, _)| *k == key),
+            }
         };
+        self.seen |= bit;
         match existing {
-            Some(i) => self.members[i].1 = value,
+            Some(i) => (&mut self.members[i].1, true),
             None => {
                 if let Some(index) = &mut self.index {
                     index.insert(key.to_string(), self.members.len());
                 }
-                self.members.push((key, value));
+                self.members.push((key, Json::Null));
                 if self.index.is_none() && self.members.len() > Self::SCAN {
                     self.index = Some(
                         self.members
@@ -258,6 +284,8 @@ impl<'a> MembersBuilder<'a> {
                             .collect(),
                     );
                 }
+                let last = self.members.len() - 1;
+                (&mut self.members[last].1, false)
             }
         }
     }
@@ -270,23 +298,30 @@ struct Plain<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
+    /// The compact text's hash so far (what `serde_json::to_writer` would write of what has been
+    /// read); wrong once a key repeats (the compact text then differs from the reading order).
+    fnv: Fnv,
+    repeated_key: bool,
 }
 
 impl<'a> Plain<'a> {
     /// Below serde_json's recursion limit (128), so that deeper text gets its error.
     const MAX_DEPTH: usize = 64;
 
-    fn parse(text: &'a str) -> Option<Json<'a>> {
+    fn parse(text: &'a str) -> Option<(Json<'a>, Option<u64>)> {
         let mut parser = Plain {
             text,
             bytes: text.as_bytes(),
             pos: 0,
             depth: 0,
+            fnv: Fnv::default(),
+            repeated_key: false,
         };
         parser.whitespace();
         let value = parser.value()?;
         parser.whitespace();
-        (parser.pos == parser.bytes.len()).then_some(value)
+        let hash = (!parser.repeated_key).then_some(parser.fnv.0);
+        (parser.pos == parser.bytes.len()).then_some((value, hash))
     }
 
     fn peek(&self) -> Option<u8> {
@@ -300,36 +335,59 @@ impl<'a> Plain<'a> {
     }
 
     fn value(&mut self) -> Option<Json<'a>> {
-        match self.peek()? {
-            b'{' => self.object(),
-            b'[' => self.array(),
-            b'"' => {
-                self.pos += 1;
-                self.string().map(Json::String)
-            }
-            b't' => self.literal(b"true", Json::Bool(true)),
-            b'f' => self.literal(b"false", Json::Bool(false)),
-            b'n' => self.literal(b"null", Json::Null),
-            b'-' | b'0'..=b'9' => self.number(),
-            _ => None,
-        }
+        let mut value = Json::Null;
+        self.value_into(&mut value)?;
+        Some(value)
     }
 
-    fn literal(&mut self, word: &[u8], value: Json<'a>) -> Option<Json<'a>> {
+    /// Reads a value into `out`, where it is built: values are not returned and moved (a
+    /// value written in parts and read back whole is slow to read).
+    fn value_into(&mut self, out: &mut Json<'a>) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object_into(out)?,
+            b'[' => self.array_into(out)?,
+            b'"' => {
+                self.pos += 1;
+                *out = Json::String(match self.plain_string() {
+                    Some(s) => Cow::Borrowed(s),
+                    None => self.string()?,
+                });
+            }
+            b't' => {
+                self.literal(b"true")?;
+                *out = Json::Bool(true);
+            }
+            b'f' => {
+                self.literal(b"false")?;
+                *out = Json::Bool(false);
+            }
+            b'n' => {
+                self.literal(b"null")?;
+                *out = Json::Null;
+            }
+            b'-' | b'0'..=b'9' => *out = self.number()?,
+            _ => return None,
+        }
+        Some(())
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
         if self.bytes[self.pos..].starts_with(word) {
             self.pos += word.len();
-            Some(value)
+            self.fnv.bytes(word);
+            Some(())
         } else {
             None
         }
     }
 
-    fn object(&mut self) -> Option<Json<'a>> {
+    fn object_into(&mut self, out: &mut Json<'a>) -> Option<()> {
         self.depth += 1;
         if self.depth > Self::MAX_DEPTH {
             return None;
         }
         self.pos += 1;
+        self.fnv.bytes(b"{");
         self.whitespace();
         let mut members = MembersBuilder::with_capacity(8);
         if self.peek()? == b'}' {
@@ -340,19 +398,25 @@ impl<'a> Plain<'a> {
                     return None;
                 }
                 self.pos += 1;
-                let key = self.string()?;
+                let key = match self.plain_string() {
+                    Some(s) => Cow::Borrowed(s),
+                    None => self.string()?,
+                };
                 self.whitespace();
                 if self.peek()? != b':' {
                     return None;
                 }
                 self.pos += 1;
+                self.fnv.bytes(b":");
                 self.whitespace();
-                let value = self.value()?;
-                members.insert(key, value);
+                let (slot, repeated) = members.slot(key);
+                self.repeated_key |= repeated;
+                self.value_into(slot)?;
                 self.whitespace();
                 match self.peek()? {
                     b',' => {
                         self.pos += 1;
+                        self.fnv.bytes(b",");
                         self.whitespace();
                     }
                     b'}' => {
@@ -363,27 +427,33 @@ impl<'a> Plain<'a> {
                 }
             }
         }
+        self.fnv.bytes(b"}");
         self.depth -= 1;
-        Some(Json::Object(members.members))
+        *out = Json::Object(members.members);
+        Some(())
     }
 
-    fn array(&mut self) -> Option<Json<'a>> {
+    fn array_into(&mut self, out: &mut Json<'a>) -> Option<()> {
         self.depth += 1;
         if self.depth > Self::MAX_DEPTH {
             return None;
         }
         self.pos += 1;
+        self.fnv.bytes(b"[");
         self.whitespace();
         let mut items = Vec::new();
         if self.peek()? == b']' {
             self.pos += 1;
         } else {
             loop {
-                items.push(self.value()?);
+                items.push(Json::Null);
+                let last = items.len() - 1;
+                self.value_into(&mut items[last])?;
                 self.whitespace();
                 match self.peek()? {
                     b',' => {
                         self.pos += 1;
+                        self.fnv.bytes(b",");
                         self.whitespace();
                     }
                     b']' => {
@@ -394,8 +464,29 @@ impl<'a> Plain<'a> {
                 }
             }
         }
+        self.fnv.bytes(b"]");
         self.depth -= 1;
-        Some(Json::Array(items))
+        *out = Json::Array(items);
+        Some(())
+    }
+
+    /// The rest of a string (its opening quote read) when it has no escapes, borrowed; else
+    /// `None`, nothing read (for [`Plain::string`]).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        let start = self.pos;
+        self.skip_plain();
+        if self.peek() == Some(b'"') {
+            let s = &self.text[start..self.pos];
+            self.pos += 1;
+            // No escapes, no control characters: serde_json writes it as it is.
+            self.fnv.bytes(b"\"");
+            self.fnv.bytes(s.as_bytes());
+            self.fnv.bytes(b"\"");
+            Some(s)
+        } else {
+            self.pos = start;
+            None
+        }
     }
 
     /// The rest of a string (its opening quote read): borrowed when it has no escapes.
@@ -406,6 +497,10 @@ impl<'a> Plain<'a> {
             b'"' => {
                 let s = &self.text[start..self.pos];
                 self.pos += 1;
+                // No escapes, no control characters: serde_json writes it as it is.
+                self.fnv.bytes(b"\"");
+                self.fnv.bytes(s.as_bytes());
+                self.fnv.bytes(b"\"");
                 Some(Cow::Borrowed(s))
             }
             b'\\' => {
@@ -415,6 +510,7 @@ impl<'a> Plain<'a> {
                     match self.peek()? {
                         b'"' => {
                             self.pos += 1;
+                            self.fnv.string(&owned);
                             return Some(Cow::Owned(owned));
                         }
                         b'\\' => {
@@ -559,15 +655,21 @@ impl<'a> Plain<'a> {
             let magnitude = self.bytes[digits_start..self.pos]
                 .iter()
                 .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-            return match (negative, magnitude) {
-                (false, n) => Some(Json::Number(n.into())),
+            let number = match (negative, magnitude) {
+                (false, n) => Json::Number(n.into()),
                 // serde_json reads `-0` as the float -0.0: its own reading.
-                (true, 0) => None,
-                (true, n) => Some(Json::Number((-(n as i64)).into())),
+                (true, 0) => return None,
+                (true, n) => Json::Number((-(n as i64)).into()),
             };
+            // serde_json writes an integer as JSON spells it (no leading zeros, no `+`).
+            self.fnv.bytes(&self.bytes[start..self.pos]);
+            return Some(number);
         }
         match Json::parse_with_serde(&self.text[start..self.pos]) {
-            Ok(number @ Json::Number(_)) => Some(number),
+            Ok(number @ Json::Number(_)) => {
+                self.fnv.compact(&number);
+                Some(number)
+            }
             _ => None,
         }
     }
@@ -603,6 +705,81 @@ impl<'de> Visitor<'de> for KeyVisitor {
 
     fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(value))
+    }
+}
+
+/// FNV-1a 64.
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Default for Fnv {
+    fn default() -> Self {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv {
+    pub(crate) fn bytes(&mut self, bytes: &[u8]) {
+        let mut hash = self.0;
+        for byte in bytes {
+            hash ^= u64::from(*byte);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = hash;
+    }
+
+    /// The bytes of `value`'s compact JSON text, as serde_json writes it.
+    pub(crate) fn compact(&mut self, value: &Json<'_>) {
+        match value {
+            Json::Null => self.bytes(b"null"),
+            Json::Bool(true) => self.bytes(b"true"),
+            Json::Bool(false) => self.bytes(b"false"),
+            Json::Number(n) => {
+                // serde_json's own formatting of the number (at most 24 bytes).
+                let mut text = std::io::Cursor::new([0u8; 40]);
+                if serde_json::to_writer(&mut text, n).is_ok() {
+                    let len = text.position() as usize;
+                    self.bytes(&text.get_ref()[..len]);
+                }
+            }
+            Json::String(s) => self.string(s),
+            Json::Array(items) => {
+                self.bytes(b"[");
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        self.bytes(b",");
+                    }
+                    self.compact(item);
+                }
+                self.bytes(b"]");
+            }
+            Json::Object(members) => {
+                self.bytes(b"{");
+                for (i, (key, value)) in members.iter().enumerate() {
+                    if i > 0 {
+                        self.bytes(b",");
+                    }
+                    self.string(key);
+                    self.bytes(b":");
+                    self.compact(value);
+                }
+                self.bytes(b"}");
+            }
+        }
+    }
+
+    /// A string as serde_json writes it: as is between quotes unless it holds a quote, a
+    /// backslash or a control character, which serde_json's escaping then writes.
+    pub(crate) fn string(&mut self, s: &str) {
+        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
+            let mut text = Vec::with_capacity(s.len() + 8);
+            if serde_json::to_writer(&mut text, s).is_ok() {
+                self.bytes(&text);
+            }
+            return;
+        }
+        self.bytes(b"\"");
+        self.bytes(s.as_bytes());
+        self.bytes(b"\"");
     }
 }
 
@@ -644,10 +821,15 @@ mod tests {
     /// The plain parser reads what serde_json reads, or leaves the text to it.
     fn plain_agrees(text: &str) {
         let serde = Json::parse_with_serde(text);
-        if let Some(plain) = Plain::parse(text) {
+        if let Some((plain, hash)) = Plain::parse(text) {
             let serde = serde
                 .as_ref()
                 .expect("the plain parser accepted what serde_json rejects");
+            let mut walked = Fnv::default();
+            walked.compact(serde);
+            if let Some(hash) = hash {
+                assert_eq!(hash, walked.0, "{text}");
+            }
             assert_eq!(
                 serde_json::to_string(&plain).unwrap(),
                 serde_json::to_string(serde).unwrap(),

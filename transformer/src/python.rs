@@ -243,7 +243,11 @@ into_json_as_from!(String, bool, u32, i64, f64);
 
 impl<T: IntoJson> IntoJson for Vec<T> {
     fn into_json(self) -> Value {
-        Value::Array(self.into_iter().map(IntoJson::into_json).collect())
+        // A new vector of the right size (collecting would reuse this one's memory in place
+        // and then shrink it, a reallocation).
+        let mut items = Vec::with_capacity(self.len());
+        items.extend(self.into_iter().map(IntoJson::into_json));
+        Value::Array(items)
     }
 }
 

@@ -106,11 +106,79 @@ pub struct Reader<'a> {
     entries: &'a Members<'a>,
     used: Used,
     record: bool,
-    /// Every property name is ASCII: names compare with `eq_ignore_ascii_case` alone.
+    /// What is known of the property names, to match ASCII names quickly.
+    names: Names,
+    /// Where the next case-insensitive search starts (properties tend to be read in the order
+    /// they are written).
+    cursor: usize,
+}
+
+/// Facts about an object's property names.
+struct Names {
+    /// Every name is ASCII: names compare with `eq_ignore_ascii_case` alone.
     ascii: bool,
-    /// Every property name is ASCII without `_`: then a name of the same kind matches one
-    /// ignoring underscores exactly when it matches it ignoring case (the fallback is skipped).
+    /// Every name is ASCII without `_`: then an ASCII name without `_` matches one ignoring
+    /// underscores exactly when it matches it ignoring case (the fallback is skipped).
     plain: bool,
+    /// Bit `n` (n < 63): a name of `n` bytes is there; bit 63: a longer one.
+    lengths: u64,
+    /// The same for the names' lengths without their `_` (of ASCII names; all bits when one is
+    /// not ASCII): an ASCII name matches one ignoring underscores only if its bit is set.
+    letters: u64,
+    /// ASCII names, no two of which are equal ignoring case: an ASCII name matches at most one
+    /// (a search may stop at the first match).
+    distinct: bool,
+}
+
+impl Names {
+    fn of(entries: &Members<'_>) -> Names {
+        let mut names = Names {
+            ascii: true,
+            plain: true,
+            lengths: 0,
+            letters: 0,
+            distinct: true,
+        };
+        for (i, (key, _)) in entries.iter().enumerate() {
+            let bit = Names::length_bit(key.len());
+            if names.lengths & bit != 0 {
+                // Another name of this length: the same one in other casing?
+                names.distinct &= !entries[..i]
+                    .iter()
+                    .any(|(k, _)| k.len() == key.len() && k.eq_ignore_ascii_case(key));
+            }
+            names.lengths |= bit;
+            // One pass over the name: any non-ASCII byte, and the underscores.
+            let (mut high, mut underscores) = (0u8, 0usize);
+            for b in key.bytes() {
+                high |= b;
+                underscores += usize::from(b == b'_');
+            }
+            if !high.is_ascii() {
+                names.ascii = false;
+                names.plain = false;
+                names.letters = u64::MAX;
+            } else {
+                names.plain &= underscores == 0;
+                names.letters |= Names::length_bit(key.len() - underscores);
+            }
+        }
+        names.distinct &= names.ascii;
+        names
+    }
+
+    fn length_bit(len: usize) -> u64 {
+        1 << len.min(63)
+    }
+
+    /// Whether an ASCII `name` can match one of these names ignoring underscores.
+    fn may_match_ignoring_underscores(&self, name: &str) -> bool {
+        !name.is_ascii() || self.letters & Names::length_bit(name.len() - underscores(name)) != 0
+    }
+}
+
+fn underscores(s: &str) -> usize {
+    s.bytes().filter(|c| *c == b'_').count()
 }
 
 /// ASCII without `_`.
@@ -174,8 +242,8 @@ impl<'a> Reader<'a> {
             entries,
             used: Used::new(entries.len()),
             record: ctx.record,
-            ascii: entries.iter().all(|(key, _)| key.is_ascii()),
-            plain: entries.iter().all(|(key, _)| plain_name(key)),
+            names: Names::of(entries),
+            cursor: 0,
         }
     }
 
@@ -207,7 +275,35 @@ impl<'a> Reader<'a> {
     /// Two properties that both match are an error naming both paths.
     pub fn get(&mut self, ctx: &mut Ctx, name: &str) -> Option<At<'a>> {
         let mut found: Option<usize> = None;
-        let ascii = self.ascii && name.is_ascii();
+        let ascii = self.names.ascii && name.is_ascii();
+        if ascii && self.names.lengths & Names::length_bit(name.len()) == 0 {
+            // No name of this length: no case-insensitive match.
+        } else if ascii && self.names.distinct {
+            // At most one match: search from where the last one was, stop at it.
+            let len = self.entries.len();
+            let mut i = self.cursor;
+            for _ in 0..len {
+                if i >= len {
+                    i = 0;
+                }
+                let key = &self.entries[i].0;
+                if key.len() == name.len() && key.eq_ignore_ascii_case(name) {
+                    found = Some(i);
+                    self.cursor = i + 1;
+                    break;
+                }
+                i += 1;
+            }
+        } else {
+            found = self.find_all(ctx, name, ascii);
+        }
+        self.found(ctx, name, found)
+    }
+
+    /// Every property matching `name` case-insensitively: the first, and an error for each
+    /// further one.
+    fn find_all(&mut self, ctx: &mut Ctx, name: &str, ascii: bool) -> Option<usize> {
+        let mut found: Option<usize> = None;
         for (i, (key, _)) in self.entries.iter().enumerate() {
             let same = if ascii {
                 // `same_name` of ASCII text.
@@ -231,7 +327,16 @@ impl<'a> Reader<'a> {
                 found = Some(i);
             }
         }
-        if found.is_none() && !(self.plain && plain_name(name)) {
+        found
+    }
+
+    /// The property found by case-insensitive search, else by the underscore-insensitive
+    /// fallback; consumed.
+    fn found(&mut self, ctx: &mut Ctx, name: &str, mut found: Option<usize>) -> Option<At<'a>> {
+        if found.is_none()
+            && !(self.names.plain && plain_name(name))
+            && self.names.may_match_ignoring_underscores(name)
+        {
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 if !self.used.get(i) && same_name_ignoring_underscores(key, name) {
                     if ctx.record {
@@ -261,12 +366,19 @@ impl<'a> Reader<'a> {
 
     /// True when a property matching `name` exists (even if `null`); does not consume it.
     pub fn has(&self, name: &str) -> bool {
-        if self.plain && plain_name(name) {
+        if self.names.plain && plain_name(name) {
             // Both matches are the ASCII case-insensitive one here.
             return self
                 .entries
                 .iter()
                 .any(|(k, _)| k.len() == name.len() && k.eq_ignore_ascii_case(name));
+        }
+        if !self.names.may_match_ignoring_underscores(name)
+            && self.names.ascii
+            && name.is_ascii()
+            && self.names.lengths & Names::length_bit(name.len()) == 0
+        {
+            return false;
         }
         self.entries
             .iter()

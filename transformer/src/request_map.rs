@@ -10,8 +10,8 @@ use serde_json::{json, Value};
 use crate::csharp::{
     self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting,
 };
-use crate::error::{parse_document, Errors, FieldError, Result};
-use crate::json::Json;
+use crate::error::{parse_document, parse_document_hashed, Errors, FieldError, Result};
+use crate::json::{Fnv, Json};
 use crate::python::{self, Envelope, InferenceData, IntoJson};
 use crate::read::Ctx;
 use crate::report::{DefaultApplied, Mapped, MappingReport, Reported};
@@ -111,7 +111,7 @@ impl Report {
             let (bytes, options) = &**source;
             // The input mapped before; mapping it again, recording, gives the same result.
             let mapped =
-                parse_document(bytes).and_then(|input| map_document(&input, options, true));
+                parse_document(bytes).and_then(|input| map_document(&input, None, options, true));
             debug_assert!(mapped.is_ok(), "a mapped input maps again");
             mapped.map(|(_, report)| report).unwrap_or_default()
         })
@@ -171,11 +171,11 @@ impl serde::Serialize for Report {
 /// first read (see [`Report`]). An input with errors is mapped a second time, recording, for
 /// the errors' paths.
 pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
-    let input = parse_document(bytes)?;
-    let (message, report) = match map_document(&input, options, false) {
+    let (input, compact_fnv) = parse_document_hashed(bytes)?;
+    let (message, report) = match map_document(&input, compact_fnv, options, false) {
         Ok((message, _)) => (message, Report::deferred(bytes, options)),
         Err(_) => {
-            let (message, report) = map_document(&input, options, true)?;
+            let (message, report) = map_document(&input, compact_fnv, options, true)?;
             (message, Report::ready(report))
         }
     };
@@ -184,17 +184,19 @@ pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> 
 
 /// Maps one C# message to the Python v2 envelope; all errors of the message at once.
 pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
-    let (message, report) = map_document(&Json::from_value(input), options, true)?;
+    let (message, report) = map_document(&Json::from_value(input), None, options, true)?;
     Ok(Mapping {
         message,
         report: Report::ready(report),
     })
 }
 
-/// The mapping of a parsed message. `record`: build the report and the errors' paths; without,
-/// the report is empty and an error only says that there are errors (map again, recording).
+/// The mapping of a parsed message. `compact_fnv`: the FNV-1a 64 hash of its compact text, if
+/// known (taken while parsing). `record`: build the report and the errors' paths; without, the
+/// report is empty and an error only says that there are errors (map again, recording).
 fn map_document(
     input: &Json<'_>,
+    compact_fnv: Option<u64>,
     options: &MapOptions,
     record: bool,
 ) -> Result<(Envelope, MappingReport)> {
@@ -222,7 +224,7 @@ fn map_document(
         },
         dialect: message.dialect,
     };
-    let request_id = mapper.request_id(&message, input, options);
+    let request_id = mapper.request_id(&message, input, compact_fnv, options);
     let data = mapper.map_body(&message, &request_id);
     let Mapper {
         ctx, mut report, ..
@@ -485,6 +487,7 @@ impl Mapper<'_> {
         &mut self,
         message: &CsMessage,
         input: &Json<'_>,
+        compact_fnv: Option<u64>,
         options: &MapOptions,
     ) -> String {
         if let Some(session_id) = &message.session_id {
@@ -494,7 +497,7 @@ impl Mapper<'_> {
         if let Some(id) = &options.request_id {
             return id.clone();
         }
-        let id = content_id(input);
+        let id = content_id(input, compact_fnv);
         self.defaulted(
             format_args!("/request_id"),
             &id,
@@ -1651,85 +1654,13 @@ fn inference_json(data: InferenceData) -> Value {
 
 /// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON, as
 /// `serde_json::to_writer` writes it). The text is hashed as it is walked, not built first.
-fn content_id(input: &Json<'_>) -> String {
-    let mut hash = Fnv::default();
-    hash.compact(input);
-    format!("{:016x}", hash.0)
-}
-
-/// FNV-1a 64.
-struct Fnv(u64);
-
-impl Default for Fnv {
-    fn default() -> Self {
-        Fnv(0xcbf2_9ce4_8422_2325)
-    }
-}
-
-impl Fnv {
-    fn bytes(&mut self, bytes: &[u8]) {
-        let mut hash = self.0;
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-
-    /// The bytes of `value`'s compact JSON text, as serde_json writes it.
-    fn compact(&mut self, value: &Json<'_>) {
-        match value {
-            Json::Null => self.bytes(b"null"),
-            Json::Bool(true) => self.bytes(b"true"),
-            Json::Bool(false) => self.bytes(b"false"),
-            Json::Number(n) => {
-                // serde_json's own formatting of the number (at most 24 bytes).
-                let mut text = std::io::Cursor::new([0u8; 40]);
-                if serde_json::to_writer(&mut text, n).is_ok() {
-                    let len = text.position() as usize;
-                    self.bytes(&text.get_ref()[..len]);
-                }
-            }
-            Json::String(s) => self.string(s),
-            Json::Array(items) => {
-                self.bytes(b"[");
-                for (i, item) in items.iter().enumerate() {
-                    if i > 0 {
-                        self.bytes(b",");
-                    }
-                    self.compact(item);
-                }
-                self.bytes(b"]");
-            }
-            Json::Object(members) => {
-                self.bytes(b"{");
-                for (i, (key, value)) in members.iter().enumerate() {
-                    if i > 0 {
-                        self.bytes(b",");
-                    }
-                    self.string(key);
-                    self.bytes(b":");
-                    self.compact(value);
-                }
-                self.bytes(b"}");
-            }
-        }
-    }
-
-    /// A string as serde_json writes it: as is between quotes unless it holds a quote, a
-    /// backslash or a control character, which serde_json's escaping then writes.
-    fn string(&mut self, s: &str) {
-        if s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\') {
-            let mut text = Vec::with_capacity(s.len() + 8);
-            if serde_json::to_writer(&mut text, s).is_ok() {
-                self.bytes(&text);
-            }
-            return;
-        }
-        self.bytes(b"\"");
-        self.bytes(s.as_bytes());
-        self.bytes(b"\"");
-    }
+fn content_id(input: &Json<'_>, compact_fnv: Option<u64>) -> String {
+    let hash = compact_fnv.unwrap_or_else(|| {
+        let mut hash = Fnv::default();
+        hash.compact(input);
+        hash.0
+    });
+    format!("{hash:016x}")
 }
 
 #[cfg(test)]
@@ -1750,16 +1681,11 @@ mod tests {
             let compact = serde_json::to_vec(&value).unwrap();
             let mut expected = Fnv::default();
             expected.bytes(&compact);
-            let document = Json::parse(text).unwrap();
-            assert_eq!(
-                content_id(&document),
-                format!("{:016x}", expected.0),
-                "{text}"
-            );
-            assert_eq!(
-                content_id(&Json::from_value(&value)),
-                format!("{:016x}", expected.0)
-            );
+            let (document, hash) = Json::parse_hashed(text).unwrap();
+            let expected = format!("{:016x}", expected.0);
+            assert_eq!(content_id(&document, None), expected, "{text}");
+            assert_eq!(content_id(&document, hash), expected, "{text}");
+            assert_eq!(content_id(&Json::from_value(&value), None), expected);
         }
     }
 }
