@@ -596,6 +596,30 @@ impl<'a> Plain<'a> {
         Some(())
     }
 
+    /// Whether a decimal `int.frac` (no exponent, not zero) is written exactly as serde_json
+    /// writes the `f64` it reads as: the shortest digits that read back as that `f64`, in fixed
+    /// notation. With at most 15 significant digits the digits are the shortest (two decimals
+    /// of up to 15 digits never read as the same `f64`); serde_json's formatter writes fixed
+    /// notation while the leading digit's power of ten is within -5..=15, an integral value as
+    /// `N.0`, and no trailing zeros otherwise. (Parsing is correctly rounded on both sides:
+    /// serde_json with `float_roundtrip`, and `str::parse`.)
+    fn shortest_decimal(int: &[u8], frac: &[u8]) -> bool {
+        let Some((&last, _)) = frac.split_last() else {
+            return false;
+        };
+        if int != b"0" {
+            // d…d.d…d: the power of the leading digit is int.len() - 1.
+            let integral = frac == b"0";
+            (integral || last != b'0')
+                && int.len() <= 16
+                && int.len() + if integral { 0 } else { frac.len() } <= 15
+        } else {
+            // 0.0…0d…d: the leading digit's power is -(leading zeros + 1).
+            let zeros = frac.iter().take_while(|d| **d == b'0').count();
+            zeros < frac.len() && last != b'0' && zeros <= 4 && frac.len() - zeros <= 15
+        }
+    }
+
     fn hex4(&mut self) -> Option<u32> {
         let digits = self.bytes.get(self.pos..self.pos + 4)?;
         let mut unit = 0;
@@ -626,6 +650,7 @@ impl<'a> Plain<'a> {
         }
         let digits = self.pos - digits_start;
         let mut integer = true;
+        let mut fraction = None;
         if self.peek() == Some(b'.') {
             integer = false;
             self.pos += 1;
@@ -636,9 +661,12 @@ impl<'a> Plain<'a> {
             if self.pos == from {
                 return None;
             }
+            fraction = Some(from);
         }
+        let mut exponent = false;
         if let Some(b'e' | b'E') = self.peek() {
             integer = false;
+            exponent = true;
             self.pos += 1;
             if let Some(b'+' | b'-') = self.peek() {
                 self.pos += 1;
@@ -664,6 +692,19 @@ impl<'a> Plain<'a> {
             // serde_json writes an integer as JSON spells it (no leading zeros, no `+`).
             self.fnv.bytes(&self.bytes[start..self.pos]);
             return Some(number);
+        }
+        if let (Some(fraction), false) = (fraction, exponent) {
+            let int = &self.bytes[digits_start..fraction - 1];
+            let frac = &self.bytes[fraction..self.pos];
+            if let Some(number) = Plain::shortest_decimal(int, frac)
+                .then(|| self.text[start..self.pos].parse::<f64>().ok())
+                .flatten()
+                .and_then(Number::from_f64)
+            {
+                // Written as serde_json writes this number: hashed as it is.
+                self.fnv.bytes(&self.bytes[start..self.pos]);
+                return Some(Json::Number(number));
+            }
         }
         match Json::parse_with_serde(&self.text[start..self.pos]) {
             Ok(number @ Json::Number(_)) => {
@@ -854,6 +895,12 @@ mod tests {
             r#"{"a":1,"a":2,"b":3,"a":4}"#,
             r#"[-0, 0, -0.0, 18446744073709551615, -9223372036854775808, 1e-400, 0.1, 1E2]"#,
             r#"[999999999999999999, -999999999999999999, 1000000000000000000, 12345678901234567890]"#,
+            "[7.5, -7.5, 1.0, -1.0, 2.50, 0.8, 0.60, 10.0, 100.0, 1.10, 0.0, -0.0, 0.00, 00.5]",
+            "[0.1, 0.01, 0.001, 0.0001, 0.00001, 0.000001, 0.0000012, 0.1000000000000000055511]",
+            "[123456789012345.0, 1234567890123456.0, 12345678901234567.0, 123456789012.345]",
+            "[1234567890123.45, 12345678901234.56, 0.123456789012345, 0.1234567890123456]",
+            "[9007199254740993.0, 9999999999999999.0, 999999999999999.9, 0.30000000000000004]",
+            "[1.7976931348623157e308, 5e-324, 1e16, 1.5e-7, 2.2250738585072014e-308, 1E+2]",
             r#"{"\u0041":1,"A":2, "\ud83c\udf03": "\ud83c\udf03", "é東京": "🌃"}"#,
             r#"["\ud800", "\udc00", "\ud800\u0041", "\u00", "\x", "a\u0000b"]"#,
             "[\"tab\there\"]",

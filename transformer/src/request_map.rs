@@ -83,7 +83,7 @@ impl Mapping {
 pub struct Report {
     report: OnceLock<MappingReport>,
     /// The input and options to map again, when not built yet.
-    source: Option<Box<(Box<[u8]>, MapOptions)>>,
+    source: Option<(Box<[u8]>, MapOptions)>,
 }
 
 impl Report {
@@ -98,7 +98,7 @@ impl Report {
     fn deferred(bytes: &[u8], options: &MapOptions) -> Self {
         Report {
             report: OnceLock::new(),
-            source: Some(Box::new((bytes.into(), options.clone()))),
+            source: Some((bytes.into(), options.clone())),
         }
     }
 
@@ -108,7 +108,7 @@ impl Report {
             let Some(source) = &self.source else {
                 return MappingReport::default();
             };
-            let (bytes, options) = &**source;
+            let (bytes, options) = source;
             // The input mapped before; mapping it again, recording, gives the same result.
             let mapped =
                 parse_document(bytes).and_then(|input| map_document(&input, None, options, true));
@@ -206,7 +206,7 @@ fn map_document(
         Ctx::unrecorded()
     };
     let parsed = csharp::parse_document(&mut ctx, input);
-    let Some(message) = parsed else {
+    let Some(mut message) = parsed else {
         return Err(Errors { errors: ctx.errors });
     };
     let command = commands::by_action(message.action);
@@ -225,7 +225,7 @@ fn map_document(
         dialect: message.dialect,
     };
     let request_id = mapper.request_id(&message, input, compact_fnv, options);
-    let data = mapper.map_body(&message, &request_id);
+    let data = mapper.map_body(&mut message.body, message.action, &request_id);
     let Mapper {
         ctx, mut report, ..
     } = mapper;
@@ -508,14 +508,16 @@ impl Mapper<'_> {
 
     // ---- messages ----------------------------------------------------------------------
 
-    fn map_body(&mut self, message: &CsMessage, request_id: &str) -> Value {
-        match &message.body {
+    /// The message's `data`. Strings of the request are moved into it (the request is not used
+    /// after this).
+    fn map_body(&mut self, body: &mut Body, action: Action, request_id: &str) -> Value {
+        match body {
             Body::Generate(request) => {
-                let data = self.inference(request, request_id, "/data", message.action);
+                let data = self.inference(request, request_id, "/data", action);
                 inference_json(data)
             }
             Body::ValidateRequest(request) => {
-                let data = self.inference(request, request_id, "/data/request", message.action);
+                let data = self.inference(request, request_id, "/data/request", action);
                 let mut json = serde_json::Map::with_capacity(1);
                 json.insert("request".into(), inference_json(data));
                 Value::Object(json)
@@ -592,23 +594,25 @@ impl Mapper<'_> {
     /// The `generate_sdxl_enhanced` request (or `generate_image`'s parameters) → `data`.
     fn inference(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         request_id: &str,
         out: &str,
         action: Action,
     ) -> InferenceData {
-        let h = &r.hyperparameters;
-        let c = &r.conditioning;
+        let h = &mut r.hyperparameters;
+        let c = &mut r.conditioning;
         let prompt = self
             .either(
                 (c.prompt.as_ref(), "/conditioning/prompt"),
                 (h.prompt.as_ref(), "/hyperparameters/prompt"),
                 format_args!("{out}/prompt"),
             )
-            .cloned();
-        let prompt = match prompt {
+            .is_some();
+        let from_conditioning = c.prompt.is_some();
+        let prompt = prompt.then(|| take_either(&mut c.prompt, &mut h.prompt));
+        let prompt = match prompt.flatten() {
             Some(p) => {
-                let canonical = if c.prompt.is_some() {
+                let canonical = if from_conditioning {
                     "/conditioning/prompt"
                 } else {
                     "/hyperparameters/prompt"
@@ -635,9 +639,13 @@ impl Mapper<'_> {
                 ),
                 format_args!("{out}/negative_prompt"),
             )
-            .cloned();
+            .is_some();
+        let from_conditioning = c.negative_prompt.is_some();
+        let negative_prompt = negative_prompt
+            .then(|| take_either(&mut c.negative_prompt, &mut h.negative_prompt))
+            .flatten();
         if let Some(n) = &negative_prompt {
-            let canonical = if c.negative_prompt.is_some() {
+            let canonical = if from_conditioning {
                 "/conditioning/negativePrompt"
             } else {
                 "/hyperparameters/negativePrompt"
@@ -695,16 +703,16 @@ impl Mapper<'_> {
 
     fn models(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         out: &str,
         action: Action,
     ) -> (Option<String>, Option<python::Models>) {
-        let m = &r.model;
-        let base = match &m.base {
+        let m = &mut r.model;
+        let base = match &mut m.base {
             Some(base) if !base.trim().is_empty() => {
                 self.mapped("/model/base", format_args!("{out}/model_name"));
                 self.mapped("/model/base", format_args!("{out}/models/base"));
-                base.clone()
+                std::mem::take(base)
             }
             Some(base) => {
                 self.error(
@@ -730,11 +738,11 @@ impl Mapper<'_> {
             }
         };
         let mut optional =
-            |canonical: &'static str, name: &str, value: &Option<String>| -> Option<String> {
+            |canonical: &'static str, name: &str, value: &mut Option<String>| -> Option<String> {
                 match value {
                     Some(v) if !v.is_empty() => {
                         self.mapped(canonical, format_args!("{out}/models/{name}"));
-                        Some(v.clone())
+                        value.take()
                     }
                     Some(v) => {
                         self.reported(
@@ -747,15 +755,15 @@ impl Mapper<'_> {
                     None => None,
                 }
             };
-        let refiner = optional("/model/refiner", "refiner", &m.refiner);
-        let vae = optional("/model/vae", "vae", &m.vae);
+        let refiner = optional("/model/refiner", "refiner", &mut m.refiner);
+        let vae = optional("/model/vae", "vae", &mut m.vae);
         (
             Some(base.clone()),
             Some(python::Models { base, refiner, vae }),
         )
     }
 
-    fn hyperparameters(&mut self, r: &CsRequest, out: &str) -> python::Hyperparameters {
+    fn hyperparameters(&mut self, r: &mut CsRequest, out: &str) -> python::Hyperparameters {
         let h = &r.hyperparameters;
         let steps = match r.scheduler.steps {
             Some(steps) => {
@@ -842,7 +850,7 @@ impl Mapper<'_> {
         }
     }
 
-    fn dimensions(&mut self, r: &CsRequest, out: &str) -> python::Dimensions {
+    fn dimensions(&mut self, r: &mut CsRequest, out: &str) -> python::Dimensions {
         let mut side =
             |canonical: &'static str, name: &str, value: Option<i64>, default: u32| -> u32 {
                 match value {
@@ -887,7 +895,7 @@ impl Mapper<'_> {
 
     fn scheduler(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         out: &str,
     ) -> (Option<String>, Option<python::SchedulerOptions>) {
         let s = &r.scheduler;
@@ -936,10 +944,10 @@ impl Mapper<'_> {
         (class, options)
     }
 
-    fn loras(&mut self, r: &CsRequest, out: &str) -> Option<python::Lora> {
-        let loras = r.conditioning.loras.as_ref()?;
+    fn loras(&mut self, r: &mut CsRequest, out: &str) -> Option<python::Lora> {
+        let loras = r.conditioning.loras.as_mut()?;
         let mut models = Vec::with_capacity(loras.len());
-        for (i, lora) in loras.iter().enumerate() {
+        for (i, lora) in loras.iter_mut().enumerate() {
             let base = self.path(format_args!("/conditioning/loras/{i}"));
             let to = self.path(format_args!("{out}/lora/models/{i}"));
             let name_at = &self.path(format_args!("{base}/name"));
@@ -950,7 +958,9 @@ impl Mapper<'_> {
                 format_args!("{to}/name"),
             );
             let name = match name {
-                Some(n) if !n.trim().is_empty() => n.clone(),
+                Some(n) if !n.trim().is_empty() => {
+                    take_either(&mut lora.name, &mut lora.model_path).unwrap_or_default()
+                }
                 Some(n) => {
                     let at = if lora.name.is_some() {
                         name_at
@@ -1000,7 +1010,7 @@ impl Mapper<'_> {
                     defaults::LORA_WEIGHT
                 }
             };
-            let adapter_name = lora.adapter_name.clone().inspect(|_| {
+            let adapter_name = lora.adapter_name.take().inspect(|_| {
                 self.mapped(
                     &self.path(format_args!("{base}/adapterName")),
                     format_args!("{to}/adapter_name"),
@@ -1018,10 +1028,14 @@ impl Mapper<'_> {
         })
     }
 
-    fn control_nets(&mut self, r: &CsRequest, out: &str) -> Option<Vec<python::ControlNetUnit>> {
-        let units = r.conditioning.control_nets.as_ref()?;
+    fn control_nets(
+        &mut self,
+        r: &mut CsRequest,
+        out: &str,
+    ) -> Option<Vec<python::ControlNetUnit>> {
+        let units = r.conditioning.control_nets.as_mut()?;
         let mut mapped = Vec::with_capacity(units.len());
-        for (i, unit) in units.iter().enumerate() {
+        for (i, unit) in units.iter_mut().enumerate() {
             let base = self.path(format_args!("/conditioning/controlNets/{i}"));
             let to = self.path(format_args!("{out}/controlnets/{i}"));
             let image_at = &self.path(format_args!("{base}/image"));
@@ -1031,7 +1045,9 @@ impl Mapper<'_> {
                 (unit.conditioning_image.as_ref(), cond_at),
                 format_args!("{to}/control_image"),
             ) {
-                Some(img) if !img.trim().is_empty() => img.clone(),
+                Some(img) if !img.trim().is_empty() => {
+                    take_either(&mut unit.image, &mut unit.conditioning_image).unwrap_or_default()
+                }
                 Some(img) => {
                     let at = if unit.image.is_some() {
                         image_at
@@ -1051,13 +1067,13 @@ impl Mapper<'_> {
                     String::new()
                 }
             };
-            let kind = unit.kind.clone().inspect(|_| {
+            let kind = unit.kind.take().inspect(|_| {
                 self.mapped(
                     &self.path(format_args!("{base}/type")),
                     format_args!("{to}/type"),
                 )
             });
-            let model_path = unit.model_path.clone().inspect(|_| {
+            let model_path = unit.model_path.take().inspect(|_| {
                 self.mapped(
                     &self.path(format_args!("{base}/modelPath")),
                     format_args!("{to}/model_path"),
@@ -1161,21 +1177,22 @@ impl Mapper<'_> {
 
     fn textual_inversions(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         out: &str,
     ) -> Option<Vec<python::TextualInversion>> {
-        let items = r.conditioning.textual_inversions.as_ref()?;
+        let items = r.conditioning.textual_inversions.as_mut()?;
         let mut mapped = Vec::with_capacity(items.len());
-        for (i, ti) in items.iter().enumerate() {
+        for (i, ti) in items.iter_mut().enumerate() {
             let base = self.path(format_args!("/conditioning/textualInversions/{i}"));
             let to = self.path(format_args!("{out}/textual_inversions/{i}"));
-            let path = match &ti.path {
+            let path = match &mut ti.path {
                 Some(p) if !p.trim().is_empty() => {
+                    let p = std::mem::take(p);
                     self.mapped(
                         &self.path(format_args!("{base}/path")),
                         format_args!("{to}/path"),
                     );
-                    p.clone()
+                    p
                 }
                 Some(p) => {
                     self.error(
@@ -1196,7 +1213,7 @@ impl Mapper<'_> {
                     String::new()
                 }
             };
-            let token = ti.token.clone().inspect(|_| {
+            let token = ti.token.take().inspect(|_| {
                 self.mapped(
                     &self.path(format_args!("{base}/token")),
                     format_args!("{to}/token"),
@@ -1207,7 +1224,7 @@ impl Mapper<'_> {
         Some(mapped)
     }
 
-    fn prompt_attention(&mut self, r: &CsRequest, out: &str) -> Option<String> {
+    fn prompt_attention(&mut self, r: &mut CsRequest, out: &str) -> Option<String> {
         let weighting = r.hyperparameters.prompt_weighting.as_ref()?;
         self.mapped(
             "/hyperparameters/promptWeighting",
@@ -1238,21 +1255,26 @@ impl Mapper<'_> {
         }
     }
 
-    fn images(&mut self, r: &CsRequest, out: &str) -> (Option<String>, Option<String>) {
-        let c = &r.conditioning;
-        let mut image = |canonical: &'static str, name: &str, value: &Option<String>| match value {
-            Some(v) if !v.is_empty() => {
-                self.mapped(canonical, format_args!("{out}/{name}"));
-                Some(v.clone())
-            }
-            Some(v) => {
-                self.reported(canonical, &v, "empty string: C#'s \"no image\"");
-                None
-            }
-            None => None,
-        };
-        let init = image("/conditioning/initImage", "init_image", &c.init_image);
-        let mask = image("/conditioning/inpaintMask", "mask_image", &c.inpaint_mask);
+    fn images(&mut self, r: &mut CsRequest, out: &str) -> (Option<String>, Option<String>) {
+        let c = &mut r.conditioning;
+        let mut image =
+            |canonical: &'static str, name: &str, value: &mut Option<String>| match value {
+                Some(v) if !v.is_empty() => {
+                    self.mapped(canonical, format_args!("{out}/{name}"));
+                    value.take()
+                }
+                Some(v) => {
+                    self.reported(canonical, &v, "empty string: C#'s \"no image\"");
+                    None
+                }
+                None => None,
+            };
+        let init = image("/conditioning/initImage", "init_image", &mut c.init_image);
+        let mask = image(
+            "/conditioning/inpaintMask",
+            "mask_image",
+            &mut c.inpaint_mask,
+        );
         if mask.is_some() && init.is_none() {
             self.error(
                 "/conditioning/inpaintMask",
@@ -1264,7 +1286,7 @@ impl Mapper<'_> {
         (init, mask)
     }
 
-    fn output(&mut self, r: &CsRequest, out: &str) -> python::Output {
+    fn output(&mut self, r: &mut CsRequest, out: &str) -> python::Output {
         let pp = &r.postprocessing;
         let o = &r.output;
         // Both shapes are normalised first ("PNG" and "png" agree), then compared.
@@ -1276,13 +1298,16 @@ impl Mapper<'_> {
             .format
             .as_ref()
             .and_then(|f| self.output_format("/output/format", f));
-        let format = match self.either(
-            (pp_format.as_ref(), "/postprocessing/outputFormat"),
-            (o_format.as_ref(), "/output/format"),
-            format_args!("{out}/output/format"),
-        ) {
-            Some(f) => f.clone(),
-            None => {
+        let format = match self
+            .either(
+                (pp_format.as_ref(), "/postprocessing/outputFormat"),
+                (o_format.as_ref(), "/output/format"),
+                format_args!("{out}/output/format"),
+            )
+            .is_some()
+        {
+            true => pp_format.or(o_format).unwrap_or_default(),
+            false => {
                 if pp.output_format.is_none() && o.format.is_none() {
                     self.defaulted(
                         format_args!("{out}/output/format"),
@@ -1316,10 +1341,10 @@ impl Mapper<'_> {
                 defaults::QUALITY
             }
         };
-        let save_path = o
-            .save_path
-            .clone()
-            .inspect(|_| self.mapped("/output/savePath", format_args!("{out}/output/save_path")));
+        let save_path =
+            r.output.save_path.take().inspect(|_| {
+                self.mapped("/output/savePath", format_args!("{out}/output/save_path"))
+            });
         let upscale = self.upscale(r, out);
         python::Output {
             format,
@@ -1332,11 +1357,13 @@ impl Mapper<'_> {
 
     /// `png`, `jpeg` (or `jpg`), `webp`, any casing.
     fn output_format(&mut self, canonical: &str, value: &str) -> Option<String> {
-        match value.to_ascii_lowercase().as_str() {
-            "png" => Some("png".into()),
-            "jpeg" | "jpg" => Some("jpeg".into()),
-            "webp" => Some("webp".into()),
-            _ => {
+        // (Matching ignoring ASCII case is matching the ASCII-lowercased value.)
+        let known = ["png", "jpeg", "jpg", "webp"];
+        match known.into_iter().find(|k| value.eq_ignore_ascii_case(k)) {
+            Some("png") => Some("png".into()),
+            Some("jpeg" | "jpg") => Some("jpeg".into()),
+            Some(_) => Some("webp".into()),
+            None => {
                 self.error(
                     canonical,
                     "enum",
@@ -1348,11 +1375,11 @@ impl Mapper<'_> {
         }
     }
 
-    fn upscale(&mut self, r: &CsRequest, out: &str) -> Option<python::Upscale> {
+    fn upscale(&mut self, r: &mut CsRequest, out: &str) -> Option<python::Upscale> {
         let to = self.path(format_args!("{out}/output/upscale"));
-        if let Some(steps) = &r.post_processing_steps {
+        if let Some(steps) = &mut r.post_processing_steps {
             let mut upscale = None;
-            for (i, step) in steps.iter().enumerate() {
+            for (i, step) in steps.iter_mut().enumerate() {
                 let base = self.path(format_args!("/postprocessing/{i}"));
                 match step.kind.as_deref() {
                     Some(kind) if kind.eq_ignore_ascii_case("upscale") => {
@@ -1379,7 +1406,7 @@ impl Mapper<'_> {
                                 limits::UPSCALE_FACTOR,
                             );
                         });
-                        let method = step.model.clone().inspect(|_| {
+                        let method = step.model.take().inspect(|_| {
                             self.mapped(
                                 &self.path(format_args!("{base}/model")),
                                 format_args!("{to}/method"),
@@ -1407,7 +1434,7 @@ impl Mapper<'_> {
             }
             return upscale;
         }
-        let pp = &r.postprocessing;
+        let pp = &mut r.postprocessing;
         if pp.upscaler.is_none() && pp.upscale_factor.is_none() {
             return None;
         }
@@ -1425,11 +1452,11 @@ impl Mapper<'_> {
         Some(python::Upscale {
             enabled,
             factor,
-            method: if enabled { pp.upscaler.clone() } else { None },
+            method: if enabled { pp.upscaler.take() } else { None },
         })
     }
 
-    fn batch(&mut self, r: &CsRequest, out: &str) -> python::Batch {
+    fn batch(&mut self, r: &mut CsRequest, out: &str) -> python::Batch {
         let size = match r.hyperparameters.batch_size {
             Some(size) => {
                 self.mapped(
@@ -1455,16 +1482,17 @@ impl Mapper<'_> {
         }
     }
 
-    fn precision(&mut self, r: &CsRequest, out: &str) -> Option<python::Precision> {
+    fn precision(&mut self, r: &mut CsRequest, out: &str) -> Option<python::Precision> {
         let p = &r.performance;
         let to = self.path(format_args!("{out}/precision"));
         let mut precision = python::Precision::default();
         if let Some(dtype) = &p.dtype {
             self.mapped("/performance/dtype", format_args!("{to}/dtype"));
-            let lower = dtype.to_ascii_lowercase();
+            // (The spellings are lowercase: matching ignoring ASCII case is matching the
+            // ASCII-lowercased value.)
             match python::DTYPES
                 .iter()
-                .find(|(_, names)| names.contains(&lower.as_str()))
+                .find(|(_, names)| names.iter().any(|n| n.eq_ignore_ascii_case(dtype)))
             {
                 Some((torch, _)) => precision.dtype = Some(torch.to_string()),
                 None => self.error(
@@ -1538,7 +1566,7 @@ impl Mapper<'_> {
     }
 
     /// C# fields with no place in the v2 request, each with the reason (PROTOCOL B.2).
-    fn reported_only(&mut self, r: &CsRequest) {
+    fn reported_only(&mut self, r: &mut CsRequest) {
         const COMPONENT: &str = "v2 has no per-component override: the worker loads the tokenizers and text encoders of `models.base`";
         const DEVICE: &str = "device placement is the worker's, chosen at initialize_request (device_index/device_id); a generate request does not move the model";
         let m = &r.model;
@@ -1622,6 +1650,11 @@ impl Mapper<'_> {
             self.reported("/postprocessing/watermark", &v, "v2 has no watermark field; the reference renders with add_watermarker=False (PROTOCOL B.9)");
         }
     }
+}
+
+/// The value [`Mapper::either`] chose (the first when present, else the second), moved out.
+fn take_either(first: &mut Option<String>, second: &mut Option<String>) -> Option<String> {
+    first.take().or_else(|| second.take())
 }
 
 /// A field that was present but unreadable (wrong type) is not also "missing".
