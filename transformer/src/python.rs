@@ -264,8 +264,21 @@ impl IntoJson for InferenceData {
         put_some(&mut o, "scheduler_options", self.scheduler_options);
         put_some(&mut o, "models", self.models);
         put_some(&mut o, "lora", self.lora);
-        put_some(&mut o, "controlnet", self.controlnet);
-        put_some(&mut o, "controlnets", self.controlnets);
+        // `controlnet` is usually the first of `controlnets` again (for v1 workers): then its
+        // JSON is a copy of that one's (copying a map keeps its keys' hashes).
+        let first_again = self.controlnet.is_some()
+            && self.controlnet.as_ref() == self.controlnets.as_ref().and_then(|u| u.first());
+        let controlnets = self.controlnets.map(IntoJson::into_json);
+        let controlnet = match (&controlnets, first_again) {
+            (Some(Value::Array(units)), true) => units.first().cloned(),
+            _ => self.controlnet.map(IntoJson::into_json),
+        };
+        if let Some(controlnet) = controlnet {
+            o.insert("controlnet".to_owned(), controlnet);
+        }
+        if let Some(controlnets) = controlnets {
+            o.insert("controlnets".to_owned(), controlnets);
+        }
         put_some(&mut o, "textual_inversions", self.textual_inversions);
         put_some(&mut o, "clip_skip", self.clip_skip);
         put_some(&mut o, "prompt_attention", self.prompt_attention);

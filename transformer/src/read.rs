@@ -181,6 +181,13 @@ fn underscores(s: &str) -> usize {
     s.bytes().filter(|c| *c == b'_').count()
 }
 
+/// `same_name` of ASCII names: the exact comparison first (names are mostly written in the
+/// casing they are read with), then ignoring ASCII case.
+#[inline]
+fn same_ascii_name(key: &str, name: &str) -> bool {
+    key.len() == name.len() && (key == name || key.eq_ignore_ascii_case(name))
+}
+
 /// ASCII without `_`.
 fn plain_name(name: &str) -> bool {
     name.bytes().all(|b| b.is_ascii() && b != b'_')
@@ -287,7 +294,7 @@ impl<'a> Reader<'a> {
                     i = 0;
                 }
                 let key = &self.entries[i].0;
-                if key.len() == name.len() && key.eq_ignore_ascii_case(name) {
+                if same_ascii_name(key, name) {
                     found = Some(i);
                     self.cursor = i + 1;
                     break;
@@ -307,7 +314,7 @@ impl<'a> Reader<'a> {
         for (i, (key, _)) in self.entries.iter().enumerate() {
             let same = if ascii {
                 // `same_name` of ASCII text.
-                key.len() == name.len() && key.eq_ignore_ascii_case(name)
+                same_ascii_name(key, name)
             } else {
                 same_name(key, name)
             };

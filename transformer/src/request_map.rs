@@ -1693,7 +1693,12 @@ fn content_id(input: &Json<'_>, compact_fnv: Option<u64>) -> String {
         hash.compact(input);
         hash.0
     });
-    format!("{hash:016x}")
+    // `format!("{hash:016x}")`, without the formatting machinery.
+    let digits = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| char::from(digits[((hash >> (i * 4)) & 0xf) as usize]))
+        .collect()
 }
 
 #[cfg(test)]
