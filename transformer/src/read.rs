@@ -172,25 +172,69 @@ impl Names {
     }
 
     /// Whether an ASCII `name` can match one of these names ignoring underscores.
-    fn may_match_ignoring_underscores(&self, name: &str) -> bool {
-        !name.is_ascii() || self.letters & Names::length_bit(name.len() - underscores(name)) != 0
+    fn may_match_ignoring_underscores(&self, name: &Query<'_>) -> bool {
+        !name.ascii || self.letters & Names::length_bit(name.text.len() - name.underscores) != 0
     }
 }
 
-fn underscores(s: &str) -> usize {
-    s.bytes().filter(|c| *c == b'_').count()
+/// A name looked up, with what the lookups ask of it (found in one pass).
+struct Query<'n> {
+    text: &'n str,
+    ascii: bool,
+    underscores: usize,
+}
+
+impl<'n> Query<'n> {
+    fn new(text: &'n str) -> Self {
+        let (mut high, mut underscores) = (0u8, 0usize);
+        for b in text.bytes() {
+            high |= b;
+            underscores += usize::from(b == b'_');
+        }
+        Query {
+            text,
+            ascii: high.is_ascii(),
+            underscores,
+        }
+    }
+
+    /// ASCII without `_`.
+    fn plain(&self) -> bool {
+        self.ascii && self.underscores == 0
+    }
 }
 
 /// `same_name` of ASCII names: the exact comparison first (names are mostly written in the
 /// casing they are read with), then ignoring ASCII case.
 #[inline]
 fn same_ascii_name(key: &str, name: &str) -> bool {
-    key.len() == name.len() && (key == name || key.eq_ignore_ascii_case(name))
+    key.len() == name.len() && ascii_eq_ignore_case(key.as_bytes(), name.as_bytes())
 }
 
-/// ASCII without `_`.
-fn plain_name(name: &str) -> bool {
-    name.bytes().all(|b| b.is_ascii() && b != b'_')
+/// `eq_ignore_ascii_case` of two ASCII byte strings of the same length, eight bytes at a time.
+fn ascii_eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
+    /// The word with its ASCII capitals made small (every byte is ASCII, below 0x80: adding
+    /// to one never carries into the next).
+    fn lower(word: u64) -> u64 {
+        const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+        let at_least_a = word.wrapping_add(ONES * u64::from(0x80 - b'A'));
+        let above_z = word.wrapping_add(ONES * u64::from(0x80 - b'Z' - 1));
+        let capitals = at_least_a & !above_z & (ONES * 0x80);
+        word | (capitals >> 2)
+    }
+    let (mut a_words, mut b_words) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in a_words.by_ref().zip(b_words.by_ref()) {
+        let x = u64::from_ne_bytes(x.try_into().unwrap_or([0; 8]));
+        let y = u64::from_ne_bytes(y.try_into().unwrap_or([0; 8]));
+        if x != y && lower(x) != lower(y) {
+            return false;
+        }
+    }
+    a_words
+        .remainder()
+        .iter()
+        .zip(b_words.remainder())
+        .all(|(x, y)| x.eq_ignore_ascii_case(y))
 }
 
 /// Property names compare like System.Text.Json's case-insensitive mode (ordinal, ignoring case).
@@ -281,8 +325,9 @@ impl<'a> Reader<'a> {
     /// The property matching `name` (any casing), or `None` when absent or `null`.
     /// Two properties that both match are an error naming both paths.
     pub fn get(&mut self, ctx: &mut Ctx, name: &str) -> Option<At<'a>> {
+        let query = Query::new(name);
         let mut found: Option<usize> = None;
-        let ascii = self.names.ascii && name.is_ascii();
+        let ascii = self.names.ascii && query.ascii;
         if ascii && self.names.lengths & Names::length_bit(name.len()) == 0 {
             // No name of this length: no case-insensitive match.
         } else if ascii && self.names.distinct {
@@ -304,7 +349,7 @@ impl<'a> Reader<'a> {
         } else {
             found = self.find_all(ctx, name, ascii);
         }
-        self.found(ctx, name, found)
+        self.found(ctx, &query, found)
     }
 
     /// Every property matching `name` case-insensitively: the first, and an error for each
@@ -339,10 +384,17 @@ impl<'a> Reader<'a> {
 
     /// The property found by case-insensitive search, else by the underscore-insensitive
     /// fallback; consumed.
-    fn found(&mut self, ctx: &mut Ctx, name: &str, mut found: Option<usize>) -> Option<At<'a>> {
+    #[inline]
+    fn found(
+        &mut self,
+        ctx: &mut Ctx,
+        query: &Query<'_>,
+        mut found: Option<usize>,
+    ) -> Option<At<'a>> {
+        let name = query.text;
         if found.is_none()
-            && !(self.names.plain && plain_name(name))
-            && self.names.may_match_ignoring_underscores(name)
+            && !(self.names.plain && query.plain())
+            && self.names.may_match_ignoring_underscores(query)
         {
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 if !self.used.get(i) && same_name_ignoring_underscores(key, name) {
@@ -373,40 +425,44 @@ impl<'a> Reader<'a> {
 
     /// True when a property matching `name` exists (even if `null`); does not consume it.
     pub fn has(&self, name: &str) -> bool {
-        if self.names.plain && plain_name(name) {
-            // Both matches are the ASCII case-insensitive one here.
-            return self
-                .entries
-                .iter()
-                .any(|(k, _)| k.len() == name.len() && k.eq_ignore_ascii_case(name));
-        }
-        if !self.names.may_match_ignoring_underscores(name)
-            && self.names.ascii
-            && name.is_ascii()
-            && self.names.lengths & Names::length_bit(name.len()) == 0
-        {
-            return false;
+        let query = Query::new(name);
+        if self.names.ascii && query.ascii {
+            // ASCII both sides: `same_name` is `same_ascii_name`, and a name of no present
+            // length, or no present length without underscores, matches none.
+            let by_case = self.names.lengths & Names::length_bit(name.len()) != 0
+                && self.entries.iter().any(|(k, _)| same_ascii_name(k, name));
+            return by_case
+                || (!(self.names.plain && query.plain())
+                    && self.names.may_match_ignoring_underscores(&query)
+                    && self
+                        .entries
+                        .iter()
+                        .any(|(k, _)| same_name_ignoring_underscores(k, name)));
         }
         self.entries
             .iter()
             .any(|(k, _)| same_name(k, name) || same_name_ignoring_underscores(k, name))
     }
 
+    #[inline]
     pub fn string(&mut self, ctx: &mut Ctx, name: &str) -> Option<(String, String)> {
         let at = self.get(ctx, name)?;
         as_string(ctx, &at).map(|s| (s, at.path))
     }
 
+    #[inline]
     pub fn int(&mut self, ctx: &mut Ctx, name: &str) -> Option<(i64, String)> {
         let at = self.get(ctx, name)?;
         as_int(ctx, &at).map(|n| (n, at.path))
     }
 
+    #[inline]
     pub fn number(&mut self, ctx: &mut Ctx, name: &str) -> Option<(f64, String)> {
         let at = self.get(ctx, name)?;
         as_number(ctx, &at).map(|n| (n, at.path))
     }
 
+    #[inline]
     pub fn boolean(&mut self, ctx: &mut Ctx, name: &str) -> Option<(bool, String)> {
         let at = self.get(ctx, name)?;
         as_bool(ctx, &at).map(|b| (b, at.path))
@@ -462,6 +518,7 @@ pub fn as_array<'a>(ctx: &mut Ctx, at: &At<'a>) -> Option<Vec<At<'a>>> {
     }
 }
 
+#[inline]
 pub fn as_bool(ctx: &mut Ctx, at: &At<'_>) -> Option<bool> {
     match at.value {
         Json::Bool(b) => Some(*b),
@@ -472,6 +529,7 @@ pub fn as_bool(ctx: &mut Ctx, at: &At<'_>) -> Option<bool> {
     }
 }
 
+#[inline]
 pub fn as_string(ctx: &mut Ctx, at: &At<'_>) -> Option<String> {
     match at.value {
         Json::String(s) => Some(s.to_string()),
@@ -482,6 +540,7 @@ pub fn as_string(ctx: &mut Ctx, at: &At<'_>) -> Option<String> {
     }
 }
 
+#[inline]
 pub fn as_int(ctx: &mut Ctx, at: &At<'_>) -> Option<i64> {
     match at.value {
         Json::Number(n) => match n.as_i64() {
@@ -505,6 +564,7 @@ pub fn as_int(ctx: &mut Ctx, at: &At<'_>) -> Option<i64> {
     }
 }
 
+#[inline]
 pub fn as_number(ctx: &mut Ctx, at: &At<'_>) -> Option<f64> {
     match at.value {
         Json::Number(n) => n.as_f64().filter(|f| f.is_finite()).or_else(|| {
@@ -539,5 +599,33 @@ pub fn json_type_name(value: &Json<'_>) -> &'static str {
         Json::String(_) => "a string",
         Json::Array(_) => "an array",
         Json::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The word-at-a-time comparison is `eq_ignore_ascii_case`: every pair of ASCII bytes, at
+    /// every position of a word and of the tail, in strings of 1 to 20 bytes.
+    #[test]
+    fn ascii_eq_ignore_case_is_the_std_one() {
+        for len in 1..=20 {
+            for at in 0..len {
+                for x in 0u8..128 {
+                    for y in 0u8..128 {
+                        let mut a = vec![b'k'; len];
+                        let mut b = vec![b'K'; len];
+                        a[at] = x;
+                        b[at] = y;
+                        assert_eq!(
+                            ascii_eq_ignore_case(&a, &b),
+                            a.eq_ignore_ascii_case(&b),
+                            "{a:?} {b:?}"
+                        );
+                    }
+                }
+            }
+        }
     }
 }

@@ -289,6 +289,7 @@ struct Loc<'l> {
 }
 
 impl Loc<'_> {
+    #[inline]
     fn put<T>(&mut self, name: &str, found: Option<(T, String)>) -> Option<T> {
         let (value, path) = found?;
         if self.record {
