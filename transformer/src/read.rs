@@ -122,9 +122,6 @@ struct Names {
     plain: bool,
     /// Bit `n` (n < 63): a name of `n` bytes is there; bit 63: a longer one.
     lengths: u64,
-    /// The same for the names' lengths without their `_` (of ASCII names; all bits when one is
-    /// not ASCII): an ASCII name matches one ignoring underscores only if its bit is set.
-    letters: u64,
     /// ASCII names, no two of which are equal ignoring case: an ASCII name matches at most one
     /// (a search may stop at the first match).
     distinct: bool,
@@ -136,7 +133,6 @@ impl Names {
             ascii: true,
             plain: true,
             lengths: 0,
-            letters: 0,
             distinct: true,
         };
         for (i, (key, _)) in entries.iter().enumerate() {
@@ -148,19 +144,11 @@ impl Names {
                     .any(|(k, _)| k.len() == key.len() && k.eq_ignore_ascii_case(key));
             }
             names.lengths |= bit;
-            // One pass over the name: any non-ASCII byte, and the underscores.
-            let (mut high, mut underscores) = (0u8, 0usize);
-            for b in key.bytes() {
-                high |= b;
-                underscores += usize::from(b == b'_');
-            }
-            if !high.is_ascii() {
+            if !key.is_ascii() {
                 names.ascii = false;
                 names.plain = false;
-                names.letters = u64::MAX;
-            } else {
-                names.plain &= underscores == 0;
-                names.letters |= Names::length_bit(key.len() - underscores);
+            } else if names.plain && has_underscore(key) {
+                names.plain = false;
             }
         }
         names.distinct &= names.ascii;
@@ -171,36 +159,51 @@ impl Names {
         1 << len.min(63)
     }
 
-    /// Whether an ASCII `name` can match one of these names ignoring underscores.
-    fn may_match_ignoring_underscores(&self, name: &Query<'_>) -> bool {
-        !name.ascii || self.letters & Names::length_bit(name.text.len() - name.underscores) != 0
+    /// Whether `name` can match one of `entries` (these names) ignoring underscores: with
+    /// everything ASCII, only names with as many letters (bytes but `_`) can.
+    fn may_match_ignoring_underscores(&self, entries: &Members<'_>, name: &Query<'_>) -> bool {
+        if !(self.ascii && name.ascii) {
+            return true;
+        }
+        let letters = |s: &str| s.len() - s.bytes().filter(|b| *b == b'_').count();
+        let wanted = letters(name.text);
+        entries.iter().any(|(key, _)| letters(key) == wanted)
     }
 }
 
-/// A name looked up, with what the lookups ask of it (found in one pass).
+/// Whether `name` has a `_`, eight bytes at a time.
+fn has_underscore(name: &str) -> bool {
+    const ONES: u64 = u64::from_ne_bytes([0x01; 8]);
+    const HIGHS: u64 = u64::from_ne_bytes([0x80; 8]);
+    let words = name.as_bytes().chunks_exact(8);
+    let rest = words.remainder();
+    for word in words {
+        // A byte of the word equal to `_` is a zero byte of `word ^ "________"`.
+        let v = u64::from_ne_bytes(word.try_into().unwrap_or([0; 8])) ^ (ONES * u64::from(b'_'));
+        if v.wrapping_sub(ONES) & !v & HIGHS != 0 {
+            return true;
+        }
+    }
+    rest.contains(&b'_')
+}
+
+/// A name looked up, and whether it is ASCII.
 struct Query<'n> {
     text: &'n str,
     ascii: bool,
-    underscores: usize,
 }
 
 impl<'n> Query<'n> {
     fn new(text: &'n str) -> Self {
-        let (mut high, mut underscores) = (0u8, 0usize);
-        for b in text.bytes() {
-            high |= b;
-            underscores += usize::from(b == b'_');
-        }
         Query {
             text,
-            ascii: high.is_ascii(),
-            underscores,
+            ascii: text.is_ascii(),
         }
     }
 
     /// ASCII without `_`.
     fn plain(&self) -> bool {
-        self.ascii && self.underscores == 0
+        self.ascii && !has_underscore(self.text)
     }
 }
 
@@ -394,7 +397,9 @@ impl<'a> Reader<'a> {
         let name = query.text;
         if found.is_none()
             && !(self.names.plain && query.plain())
-            && self.names.may_match_ignoring_underscores(query)
+            && self
+                .names
+                .may_match_ignoring_underscores(self.entries, query)
         {
             for (i, (key, _)) in self.entries.iter().enumerate() {
                 if !self.used.get(i) && same_name_ignoring_underscores(key, name) {
@@ -433,7 +438,9 @@ impl<'a> Reader<'a> {
                 && self.entries.iter().any(|(k, _)| same_ascii_name(k, name));
             return by_case
                 || (!(self.names.plain && query.plain())
-                    && self.names.may_match_ignoring_underscores(&query)
+                    && self
+                        .names
+                        .may_match_ignoring_underscores(self.entries, &query)
                     && self
                         .entries
                         .iter()
@@ -626,6 +633,32 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    #[test]
+    fn has_underscore_finds_every_underscore() {
+        for len in 0..=24 {
+            assert!(!has_underscore(&"a".repeat(len)));
+            assert!(!has_underscore(&"\u{e9}".repeat(len)));
+            for at in 0..len {
+                let mut name = vec![b'^'; len];
+                name[at] = b'_';
+                assert!(
+                    has_underscore(std::str::from_utf8(&name).unwrap()),
+                    "{len} {at}"
+                );
+                let mut name = vec![b'`'; len];
+                name[at] = b'_';
+                assert!(
+                    has_underscore(std::str::from_utf8(&name).unwrap()),
+                    "{len} {at}"
+                );
+            }
+        }
+        for b in 0u8..128 {
+            let name = String::from_utf8(vec![b; 9]).unwrap();
+            assert_eq!(has_underscore(&name), b == b'_');
         }
     }
 }
