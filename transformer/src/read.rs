@@ -325,6 +325,11 @@ impl<'a> Reader<'a> {
         &self.path
     }
 
+    /// The object's properties, in document order.
+    pub fn members(&self) -> &'a Members<'a> {
+        self.entries
+    }
+
     /// The property matching `name` (any casing), or `None` when absent or `null`.
     /// Two properties that both match are an error naming both paths.
     pub fn get(&mut self, ctx: &mut Ctx, name: &str) -> Option<At<'a>> {

@@ -8,6 +8,7 @@
 //! them and reports a conflict when both are present and differ (PROTOCOL B.1).
 
 mod parse;
+mod quick;
 mod write;
 
 use std::collections::BTreeMap;

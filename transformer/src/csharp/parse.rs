@@ -363,10 +363,39 @@ impl Loc<'_> {
 /// The C# request body (`EnhancedSDXLRequest`) in any casing and in the seed's shape.
 pub(crate) fn parse_request(
     ctx: &mut Ctx,
-    mut top: Reader<'_>,
+    top: Reader<'_>,
     _path: &str,
     locations: &mut Locations,
 ) -> CsRequest {
+    if !ctx.record {
+        // Nothing to record: the one-pass reading, unless it leaves the request to this one.
+        if let Some(request) = super::quick::request(top.members()) {
+            #[cfg(debug_assertions)]
+            {
+                let mut check = Ctx::unrecorded();
+                let reader = Reader::new(&check, top.members(), _path);
+                let full = read_request(&mut check, reader, &mut Locations::new());
+                assert!(check.errors.is_empty(), "{:?}", check.errors);
+                assert_eq!(request, full, "the one-pass reading differs");
+            }
+            return request;
+        }
+    }
+    read_request(ctx, top, locations)
+}
+
+/// The full reading of a request object (for the one-pass reading's tests).
+#[cfg(test)]
+pub(super) fn read_request_for_tests(
+    ctx: &mut Ctx,
+    members: &crate::json::Members<'_>,
+) -> CsRequest {
+    let reader = Reader::new(ctx, members, "");
+    read_request(ctx, reader, &mut Locations::new())
+}
+
+/// [`parse_request`]: each field looked up by name (with its JSON Pointer, when recording).
+fn read_request(ctx: &mut Ctx, mut top: Reader<'_>, locations: &mut Locations) -> CsRequest {
     let mut loc = Loc {
         locations,
         canonical_prefix: String::new(),
