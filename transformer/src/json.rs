@@ -331,6 +331,10 @@ impl<'a> Plain<'a> {
     fn whitespace(&mut self) {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.pos += 1;
+            // Indentation: eight spaces at a time.
+            while let Some(b"        ") = self.bytes.get(self.pos..self.pos + 8) {
+                self.pos += 8;
+            }
         }
     }
 

@@ -436,6 +436,32 @@ impl<'a> Reader<'a> {
     /// True when a property matching `name` exists (even if `null`); does not consume it.
     pub fn has(&self, name: &str) -> bool {
         let query = Query::new(name);
+        if self.names.plain && query.ascii {
+            // Names ASCII without `_`: one matches `name` ignoring underscores exactly when it
+            // equals `name` without its underscores ignoring case (and `name` with one matches
+            // no such name ignoring case alone).
+            let mut letters = [0u8; 32];
+            let mut len = 0;
+            for b in name.bytes().filter(|b| *b != b'_') {
+                match letters.get_mut(len) {
+                    Some(slot) => *slot = b,
+                    // Longer than this buffer: the general way below.
+                    None => return self.has_slowly(name),
+                }
+                len += 1;
+            }
+            let letters = &letters[..len];
+            return self.names.lengths & Names::length_bit(len) != 0
+                && self
+                    .entries
+                    .iter()
+                    .any(|(k, _)| k.len() == len && ascii_eq_ignore_case(k.as_bytes(), letters));
+        }
+        self.has_slowly(name)
+    }
+
+    fn has_slowly(&self, name: &str) -> bool {
+        let query = Query::new(name);
         if self.names.ascii && query.ascii {
             // ASCII both sides: `same_name` is `same_ascii_name`, and a name of no present
             // length, or no present length without underscores, matches none.
@@ -664,6 +690,55 @@ mod tests {
         for b in 0u8..128 {
             let name = String::from_utf8(vec![b; 9]).unwrap();
             assert_eq!(has_underscore(&name), b == b'_');
+        }
+    }
+
+    /// `has` (with its shortcuts) is the definition: some property matches ignoring case, or
+    /// ignoring case and underscores.
+    #[test]
+    fn has_is_the_definition() {
+        let objects = [
+            r#"{"model":1,"Scheduler":2,"messageType":3,"ACTION":4}"#,
+            r#"{"model_name":1,"num_inference__steps":2,"type":3}"#,
+            "{\"\u{212a}ey\":1,\"b\u{e9}\":2,\"x\":3}",
+            r#"{"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa":1,"$schema":2}"#,
+        ];
+        let names = [
+            "model",
+            "MODEL",
+            "mod_el",
+            "message_type",
+            "messagetype",
+            "model_name",
+            "modelname",
+            "num_inference_steps",
+            "numinferencesteps",
+            "action",
+            "type",
+            "TYPE",
+            "$schema",
+            "properties",
+            "key",
+            "kab",
+            "b\u{e9}",
+            "x",
+            "_x_",
+            "aaaaaaaaaaaaaaaaaaaaaaaaa_aaaaaaaaaaaaaaaaaaaaaaaa",
+            "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+            "",
+        ];
+        for text in objects {
+            let doc = Json::parse(text).unwrap();
+            let Json::Object(members) = &doc else {
+                unreachable!()
+            };
+            let reader = Reader::new(&Ctx::unrecorded(), members, "");
+            for name in names {
+                let expected = members
+                    .iter()
+                    .any(|(k, _)| same_name(k, name) || same_name_ignoring_underscores(k, name));
+                assert_eq!(reader.has(name), expected, "{text} {name}");
+            }
         }
     }
 }
