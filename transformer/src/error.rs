@@ -4,6 +4,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::json::Json;
+
 /// One problem found in an input document.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FieldError {
@@ -114,37 +116,50 @@ pub fn pointer_push(base: &str, token: &str) -> String {
 /// Parses bytes as JSON, turning every failure (not UTF-8, syntax, nesting deeper than
 /// serde_json's limit of 128, numbers out of range) into the error convention.
 pub fn parse_json(bytes: &[u8]) -> Result<Value> {
-    let text = match std::str::from_utf8(bytes) {
-        Ok(text) => text,
-        Err(e) => {
-            return Err(FieldError::new(
-                "",
-                "json_syntax",
-                format!(
-                    "input is not UTF-8 text (invalid byte at offset {})",
-                    e.valid_up_to()
-                ),
-            )
-            .into())
-        }
-    };
     // Already checked as UTF-8: `from_str` does not check the strings' bytes a second time.
-    serde_json::from_str(text).map_err(|e| {
-        let rule = match e.classify() {
-            serde_json::error::Category::Eof => "json_truncated",
-            _ => "json_syntax",
-        };
+    serde_json::from_str(utf8(bytes)?).map_err(syntax_error)
+}
+
+/// [`parse_json`] into a document that borrows its strings from `bytes` (same errors).
+pub fn parse_document(bytes: &[u8]) -> Result<Json<'_>> {
+    Json::parse(utf8(bytes)?).map_err(syntax_error)
+}
+
+/// [`parse_document`], with the hash of the compact text when taken while parsing (see
+/// [`Json::parse_hashed`]).
+pub(crate) fn parse_document_hashed(bytes: &[u8]) -> Result<(Json<'_>, Option<u64>)> {
+    Json::parse_hashed(utf8(bytes)?).map_err(syntax_error)
+}
+
+fn utf8(bytes: &[u8]) -> Result<&str> {
+    std::str::from_utf8(bytes).map_err(|e| {
         FieldError::new(
             "",
-            rule,
+            "json_syntax",
             format!(
-                "input is not valid JSON: {e} (line {}, column {})",
-                e.line(),
-                e.column()
+                "input is not UTF-8 text (invalid byte at offset {})",
+                e.valid_up_to()
             ),
         )
         .into()
     })
+}
+
+fn syntax_error(e: serde_json::Error) -> Errors {
+    let rule = match e.classify() {
+        serde_json::error::Category::Eof => "json_truncated",
+        _ => "json_syntax",
+    };
+    FieldError::new(
+        "",
+        rule,
+        format!(
+            "input is not valid JSON: {e} (line {}, column {})",
+            e.line(),
+            e.column()
+        ),
+    )
+    .into()
 }
 
 #[cfg(test)]

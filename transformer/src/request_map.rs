@@ -1,13 +1,18 @@
 //! C# → Python v2 (PROTOCOL B.2–B.6): one function per C# section, strict values (B.3), every
 //! field mapped, defaulted or reported.
 
+use std::fmt;
+use std::sync::OnceLock;
+
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::csharp::{
     self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting,
 };
-use crate::error::{parse_json, Errors, FieldError, Result};
-use crate::python::{self, Envelope, InferenceData};
+use crate::error::{parse_document, parse_document_hashed, Errors, FieldError, Result};
+use crate::json::{Fnv, Json};
+use crate::python::{self, Envelope, InferenceData, IntoJson};
 use crate::read::Ctx;
 use crate::report::{DefaultApplied, Mapped, MappingReport, Reported};
 use crate::{commands, schedulers, Schema};
@@ -58,7 +63,8 @@ pub struct MapOptions {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Mapping {
     pub message: Envelope,
-    pub report: MappingReport,
+    /// The mapping report; [`transform_request`] builds it when first read.
+    pub report: Report,
 }
 
 impl Mapping {
@@ -67,17 +73,140 @@ impl Mapping {
     }
 }
 
+/// A [`MappingReport`] that may be built on first use: reads as the report itself (`Deref`,
+/// `Serialize`, equality), the same report in every way as one built with the message.
+///
+/// The report names every field of the message with its JSON Pointers, most of the work of a
+/// mapping; a caller that only forwards the message never reads it. [`transform_request`] keeps
+/// the input and, when the report is first read, maps it once more recording everything: the
+/// mapping is a pure function of the input and the options, so it is the same report.
+pub struct Report {
+    report: OnceLock<MappingReport>,
+    /// The input and options to map again, when not built yet.
+    source: Option<(Box<[u8]>, MapOptions)>,
+}
+
+impl Report {
+    /// A report already built.
+    pub fn ready(report: MappingReport) -> Self {
+        Report {
+            report: OnceLock::from(report),
+            source: None,
+        }
+    }
+
+    fn deferred(bytes: &[u8], options: &MapOptions) -> Self {
+        Report {
+            report: OnceLock::new(),
+            source: Some((bytes.into(), options.clone())),
+        }
+    }
+
+    /// The report (built now if it was not).
+    pub fn get(&self) -> &MappingReport {
+        self.report.get_or_init(|| {
+            let Some(source) = &self.source else {
+                return MappingReport::default();
+            };
+            let (bytes, options) = source;
+            // The input mapped before; mapping it again, recording, gives the same result.
+            let mapped =
+                parse_document(bytes).and_then(|input| map_document(&input, None, options, true));
+            debug_assert!(mapped.is_ok(), "a mapped input maps again");
+            mapped.map(|(_, report)| report).unwrap_or_default()
+        })
+    }
+
+    /// The report, owned.
+    pub fn into_inner(self) -> MappingReport {
+        self.get();
+        self.report.into_inner().unwrap_or_default()
+    }
+}
+
+impl std::ops::Deref for Report {
+    type Target = MappingReport;
+
+    fn deref(&self) -> &MappingReport {
+        self.get()
+    }
+}
+
+impl From<MappingReport> for Report {
+    fn from(report: MappingReport) -> Self {
+        Report::ready(report)
+    }
+}
+
+impl Clone for Report {
+    fn clone(&self) -> Self {
+        Report::ready(self.get().clone())
+    }
+}
+
+impl PartialEq for Report {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+    }
+}
+
+impl std::fmt::Debug for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.get().fmt(f)
+    }
+}
+
+impl serde::Serialize for Report {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        self.get().serialize(serializer)
+    }
+}
+
 /// Bytes in (any accepted C# message), Python v2 out.
+///
+/// The input is mapped without recording where each field came from; the report is built when
+/// first read (see [`Report`]). An input with errors is mapped a second time, recording, for
+/// the errors' paths.
 pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
-    let value = parse_json(bytes)?;
-    map_request(&value, options)
+    let (input, compact_fnv) = parse_document_hashed(bytes)?;
+    let (message, report) = match map_document(&input, compact_fnv, options, false) {
+        Ok((message, _)) => (message, Report::deferred(bytes, options)),
+        Err(_) => {
+            let (message, report) = map_document(&input, compact_fnv, options, true)?;
+            (message, Report::ready(report))
+        }
+    };
+    Ok(Mapping { message, report })
 }
 
 /// Maps one C# message to the Python v2 envelope; all errors of the message at once.
 pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
-    let mut ctx = Ctx::default();
-    let parsed = csharp::parse_message(&mut ctx, input);
-    let Some(message) = parsed else {
+    let (message, report) = map_document(&Json::from_value(input), None, options, true)?;
+    Ok(Mapping {
+        message,
+        report: Report::ready(report),
+    })
+}
+
+/// The mapping of a parsed message. `compact_fnv`: the FNV-1a 64 hash of its compact text, if
+/// known (taken while parsing). `record`: build the report and the errors' paths; without, the
+/// report is empty and an error only says that there are errors (map again, recording).
+fn map_document(
+    input: &Json<'_>,
+    compact_fnv: Option<u64>,
+    options: &MapOptions,
+    record: bool,
+) -> Result<(Envelope, MappingReport)> {
+    let mut ctx = if record {
+        Ctx::default()
+    } else {
+        Ctx::unrecorded()
+    };
+    let parsed = csharp::parse_document(&mut ctx, input);
+    let Some(mut message) = parsed else {
         return Err(Errors { errors: ctx.errors });
     };
     let command = commands::by_action(message.action);
@@ -89,14 +218,14 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
             action: command.action,
             message_type: command.message_type,
             // Sized for a full generate request, so the report does not regrow while filling.
-            mapped: Vec::with_capacity(message.locations.len()),
-            defaults: Vec::with_capacity(16),
+            mapped: Vec::with_capacity(if record { message.locations.len() } else { 0 }),
+            defaults: Vec::with_capacity(if record { 16 } else { 0 }),
             ..MappingReport::default()
         },
         dialect: message.dialect,
     };
-    let request_id = mapper.request_id(&message, input, options);
-    let data = mapper.map_body(&message, &request_id);
+    let request_id = mapper.request_id(&message, input, compact_fnv, options);
+    let data = mapper.map_body(&mut message.body, message.action, &request_id);
     let Mapper {
         ctx, mut report, ..
     } = mapper;
@@ -113,7 +242,7 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
         "message_type".into(),
         Value::String(command.message_type.to_string()),
     );
-    json.insert("request_id".into(), Value::String(request_id.clone()));
+    json.insert("request_id".into(), Value::String(request_id));
     json.insert("data".into(), data);
     let json = Value::Object(json);
     // The output must satisfy the v2 schema; a failure here is a bug of this crate, reported
@@ -135,19 +264,27 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
                 .collect(),
         });
     }
-    // Valid: the envelope takes `data` back out of the validated JSON (no deep copy).
-    let data = match json {
-        Value::Object(mut json) => json.swap_remove("data").unwrap_or(Value::Null),
-        _ => Value::Null,
+    // Valid: the envelope takes its three members back out of the validated JSON, in the
+    // order they were put in (no copies, no lookups).
+    let Value::Object(json) = json else {
+        unreachable!("built as an object above")
     };
-    Ok(Mapping {
-        message: Envelope {
-            message_type: command.message_type.to_string(),
+    let mut members = json.into_iter().map(|(_, value)| value);
+    let mut string = || match members.next() {
+        Some(Value::String(s)) => s,
+        _ => unreachable!("message_type and request_id are strings"),
+    };
+    let message_type = string();
+    let request_id = string();
+    let data = members.next().unwrap_or(Value::Null);
+    Ok((
+        Envelope {
+            message_type,
             request_id,
             data,
         },
         report,
-    })
+    ))
 }
 
 struct Mapper<'m> {
@@ -190,28 +327,57 @@ impl Mapper<'_> {
         format!("{prefix}{canonical}")
     }
 
-    fn mapped(&mut self, canonical: &str, to: impl Into<String>) {
+    /// A pointer built from its parts, or an empty string when not recording (it then only
+    /// serves errors, which a recording pass reports again).
+    fn path(&self, parts: fmt::Arguments<'_>) -> String {
+        if self.ctx.record {
+            parts.to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    fn mapped(&mut self, canonical: &str, to: fmt::Arguments<'_>) {
+        if !self.ctx.record {
+            return;
+        }
         if let Some(from) = self.locations.get(canonical) {
             self.report.mapped.push(Mapped {
                 from: from.clone(),
-                to: to.into(),
+                to: to.to_string(),
             });
         }
     }
 
-    fn defaulted(&mut self, to: impl Into<String>, value: Value, reason: &'static str) {
+    fn defaulted<T: Serialize + ?Sized>(
+        &mut self,
+        to: fmt::Arguments<'_>,
+        value: &T,
+        reason: &'static str,
+    ) {
+        if !self.ctx.record {
+            return;
+        }
         self.report.defaults.push(DefaultApplied {
-            to: to.into(),
-            value,
+            to: to.to_string(),
+            value: json!(value),
             reason,
         });
     }
 
-    fn reported(&mut self, canonical: &str, value: Value, reason: &'static str) {
+    fn reported<T: Serialize + ?Sized>(
+        &mut self,
+        canonical: &str,
+        value: &T,
+        reason: &'static str,
+    ) {
+        if !self.ctx.record {
+            return;
+        }
         if let Some(path) = self.locations.get(canonical) {
             self.report.reported.push(Reported {
                 path: path.clone(),
-                value,
+                value: json!(value),
                 reason,
             });
         }
@@ -237,7 +403,7 @@ impl Mapper<'_> {
         &mut self,
         a: Field<'v, '_, T>,
         b: Field<'v, '_, T>,
-        to: &str,
+        to: fmt::Arguments<'_>,
     ) -> Option<&'v T> {
         match (a.0, b.0) {
             (Some(x), Some(y)) => {
@@ -317,18 +483,24 @@ impl Mapper<'_> {
         }
     }
 
-    fn request_id(&mut self, message: &CsMessage, input: &Value, options: &MapOptions) -> String {
+    fn request_id(
+        &mut self,
+        message: &CsMessage,
+        input: &Json<'_>,
+        compact_fnv: Option<u64>,
+        options: &MapOptions,
+    ) -> String {
         if let Some(session_id) = &message.session_id {
-            self.mapped("/session_id", "/request_id");
+            self.mapped("/session_id", format_args!("/request_id"));
             return session_id.clone();
         }
         if let Some(id) = &options.request_id {
             return id.clone();
         }
-        let id = content_id(input);
+        let id = content_id(input, compact_fnv);
         self.defaulted(
-            "/request_id",
-            json!(id),
+            format_args!("/request_id"),
+            &id,
             "no session_id in the message: derived from its content (FNV-1a 64), so equal messages map equally",
         );
         id
@@ -336,15 +508,19 @@ impl Mapper<'_> {
 
     // ---- messages ----------------------------------------------------------------------
 
-    fn map_body(&mut self, message: &CsMessage, request_id: &str) -> Value {
-        match &message.body {
+    /// The message's `data`. Strings of the request are moved into it (the request is not used
+    /// after this).
+    fn map_body(&mut self, body: &mut Body, action: Action, request_id: &str) -> Value {
+        match body {
             Body::Generate(request) => {
-                let data = self.inference(request, request_id, "/data", message.action);
-                serde_json::to_value(data).unwrap_or(Value::Null)
+                let data = self.inference(request, request_id, "/data", action);
+                inference_json(data)
             }
             Body::ValidateRequest(request) => {
-                let data = self.inference(request, request_id, "/data/request", message.action);
-                json!({ "request": data })
+                let data = self.inference(request, request_id, "/data/request", action);
+                let mut json = serde_json::Map::with_capacity(1);
+                json.insert("request".into(), inference_json(data));
+                Value::Object(json)
             }
             Body::Initialize {
                 device_index,
@@ -352,7 +528,7 @@ impl Mapper<'_> {
             } => {
                 let mut data = serde_json::Map::new();
                 if let Some(index) = device_index {
-                    self.mapped("/device_index", "/data/device_index");
+                    self.mapped("/device_index", format_args!("/data/device_index"));
                     if *index < 0 {
                         self.error(
                             "/device_index",
@@ -364,7 +540,7 @@ impl Mapper<'_> {
                     data.insert("device_index".into(), json!(index));
                 }
                 if let Some(id) = device_id {
-                    self.mapped("/device_id", "/data/device_id");
+                    self.mapped("/device_id", format_args!("/data/device_id"));
                     data.insert("device_id".into(), json!(id));
                 }
                 Value::Object(data)
@@ -377,7 +553,7 @@ impl Mapper<'_> {
                 let mut data = serde_json::Map::new();
                 match model_path {
                     Some(path) if !path.trim().is_empty() => {
-                        self.mapped("/model_path", "/data/model_path");
+                        self.mapped("/model_path", format_args!("/data/model_path"));
                         data.insert("model_path".into(), json!(path));
                     }
                     Some(path) => self.error(
@@ -394,11 +570,11 @@ impl Mapper<'_> {
                     ),
                 }
                 if let Some(kind) = model_type {
-                    self.mapped("/model_type", "/data/model_type");
+                    self.mapped("/model_type", format_args!("/data/model_type"));
                     data.insert("model_type".into(), json!(kind));
                 }
                 if let Some(id) = model_id {
-                    self.mapped("/model_id", "/data/model_id");
+                    self.mapped("/model_id", format_args!("/data/model_id"));
                     data.insert("model_id".into(), json!(id));
                 }
                 Value::Object(data)
@@ -406,7 +582,7 @@ impl Mapper<'_> {
             Body::UnloadModel { model_id } => {
                 let mut data = serde_json::Map::new();
                 if let Some(id) = model_id {
-                    self.mapped("/model_id", "/data/model_id");
+                    self.mapped("/model_id", format_args!("/data/model_id"));
                     data.insert("model_id".into(), json!(id));
                 }
                 Value::Object(data)
@@ -418,23 +594,25 @@ impl Mapper<'_> {
     /// The `generate_sdxl_enhanced` request (or `generate_image`'s parameters) → `data`.
     fn inference(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         request_id: &str,
         out: &str,
         action: Action,
     ) -> InferenceData {
-        let h = &r.hyperparameters;
-        let c = &r.conditioning;
+        let h = &mut r.hyperparameters;
+        let c = &mut r.conditioning;
         let prompt = self
             .either(
                 (c.prompt.as_ref(), "/conditioning/prompt"),
                 (h.prompt.as_ref(), "/hyperparameters/prompt"),
-                &format!("{out}/prompt"),
+                format_args!("{out}/prompt"),
             )
-            .cloned();
-        let prompt = match prompt {
+            .is_some();
+        let from_conditioning = c.prompt.is_some();
+        let prompt = prompt.then(|| take_either(&mut c.prompt, &mut h.prompt));
+        let prompt = match prompt.flatten() {
             Some(p) => {
-                let canonical = if c.prompt.is_some() {
+                let canonical = if from_conditioning {
                     "/conditioning/prompt"
                 } else {
                     "/hyperparameters/prompt"
@@ -459,11 +637,15 @@ impl Mapper<'_> {
                     h.negative_prompt.as_ref(),
                     "/hyperparameters/negativePrompt",
                 ),
-                &format!("{out}/negative_prompt"),
+                format_args!("{out}/negative_prompt"),
             )
-            .cloned();
+            .is_some();
+        let from_conditioning = c.negative_prompt.is_some();
+        let negative_prompt = negative_prompt
+            .then(|| take_either(&mut c.negative_prompt, &mut h.negative_prompt))
+            .flatten();
         if let Some(n) = &negative_prompt {
-            let canonical = if c.negative_prompt.is_some() {
+            let canonical = if from_conditioning {
                 "/conditioning/negativePrompt"
             } else {
                 "/hyperparameters/negativePrompt"
@@ -521,16 +703,16 @@ impl Mapper<'_> {
 
     fn models(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         out: &str,
         action: Action,
     ) -> (Option<String>, Option<python::Models>) {
-        let m = &r.model;
-        let base = match &m.base {
+        let m = &mut r.model;
+        let base = match &mut m.base {
             Some(base) if !base.trim().is_empty() => {
-                self.mapped("/model/base", format!("{out}/model_name"));
-                self.mapped("/model/base", format!("{out}/models/base"));
-                base.clone()
+                self.mapped("/model/base", format_args!("{out}/model_name"));
+                self.mapped("/model/base", format_args!("{out}/models/base"));
+                std::mem::take(base)
             }
             Some(base) => {
                 self.error(
@@ -556,16 +738,16 @@ impl Mapper<'_> {
             }
         };
         let mut optional =
-            |canonical: &'static str, name: &str, value: &Option<String>| -> Option<String> {
+            |canonical: &'static str, name: &str, value: &mut Option<String>| -> Option<String> {
                 match value {
                     Some(v) if !v.is_empty() => {
-                        self.mapped(canonical, format!("{out}/models/{name}"));
-                        Some(v.clone())
+                        self.mapped(canonical, format_args!("{out}/models/{name}"));
+                        value.take()
                     }
                     Some(v) => {
                         self.reported(
                         canonical,
-                        json!(v),
+                        &v,
                         "empty string: C#'s \"not set\"; the base model's own component is used",
                     );
                         None
@@ -573,29 +755,29 @@ impl Mapper<'_> {
                     None => None,
                 }
             };
-        let refiner = optional("/model/refiner", "refiner", &m.refiner);
-        let vae = optional("/model/vae", "vae", &m.vae);
+        let refiner = optional("/model/refiner", "refiner", &mut m.refiner);
+        let vae = optional("/model/vae", "vae", &mut m.vae);
         (
             Some(base.clone()),
             Some(python::Models { base, refiner, vae }),
         )
     }
 
-    fn hyperparameters(&mut self, r: &CsRequest, out: &str) -> python::Hyperparameters {
+    fn hyperparameters(&mut self, r: &mut CsRequest, out: &str) -> python::Hyperparameters {
         let h = &r.hyperparameters;
         let steps = match r.scheduler.steps {
             Some(steps) => {
                 self.mapped(
                     "/scheduler/steps",
-                    format!("{out}/hyperparameters/num_inference_steps"),
+                    format_args!("{out}/hyperparameters/num_inference_steps"),
                 );
                 self.int_range("/scheduler/steps", steps, limits::STEPS);
                 steps.clamp(0, u32::MAX as i64) as u32
             }
             None => {
                 self.defaulted(
-                    format!("{out}/hyperparameters/num_inference_steps"),
-                    json!(defaults::STEPS),
+                    format_args!("{out}/hyperparameters/num_inference_steps"),
+                    &defaults::STEPS,
                     "C# default Steps = 25",
                 );
                 defaults::STEPS
@@ -607,7 +789,7 @@ impl Mapper<'_> {
                 r.scheduler.guidance_scale.as_ref(),
                 "/scheduler/guidanceScale",
             ),
-            &format!("{out}/hyperparameters/guidance_scale"),
+            format_args!("{out}/hyperparameters/guidance_scale"),
         );
         let guidance_scale = match guidance.copied() {
             Some(g) => {
@@ -621,8 +803,8 @@ impl Mapper<'_> {
             }
             None => {
                 self.defaulted(
-                    format!("{out}/hyperparameters/guidance_scale"),
-                    json!(defaults::GUIDANCE_SCALE),
+                    format_args!("{out}/hyperparameters/guidance_scale"),
+                    &defaults::GUIDANCE_SCALE,
                     "C# default GuidanceScale = 7.5",
                 );
                 defaults::GUIDANCE_SCALE
@@ -632,7 +814,7 @@ impl Mapper<'_> {
             Some(seed) => {
                 self.mapped(
                     "/hyperparameters/seed",
-                    format!("{out}/hyperparameters/seed"),
+                    format_args!("{out}/hyperparameters/seed"),
                 );
                 if seed != -1 && !(0..=limits::SEED_MAX).contains(&seed) {
                     self.error(
@@ -646,8 +828,8 @@ impl Mapper<'_> {
             }
             None => {
                 self.defaulted(
-                    format!("{out}/hyperparameters/seed"),
-                    json!(defaults::SEED),
+                    format_args!("{out}/hyperparameters/seed"),
+                    &defaults::SEED,
                     "C# Seed is int? and null/absent means random: -1, the worker picks and reports one",
                 );
                 defaults::SEED
@@ -656,7 +838,7 @@ impl Mapper<'_> {
         let strength = r.conditioning.img2img_strength.inspect(|s| {
             self.mapped(
                 "/conditioning/img2ImgStrength",
-                format!("{out}/hyperparameters/strength"),
+                format_args!("{out}/hyperparameters/strength"),
             );
             self.num_range("/conditioning/img2ImgStrength", *s, limits::STRENGTH);
         });
@@ -668,12 +850,12 @@ impl Mapper<'_> {
         }
     }
 
-    fn dimensions(&mut self, r: &CsRequest, out: &str) -> python::Dimensions {
+    fn dimensions(&mut self, r: &mut CsRequest, out: &str) -> python::Dimensions {
         let mut side =
             |canonical: &'static str, name: &str, value: Option<i64>, default: u32| -> u32 {
                 match value {
                     Some(v) => {
-                        self.mapped(canonical, format!("{out}/dimensions/{name}"));
+                        self.mapped(canonical, format_args!("{out}/dimensions/{name}"));
                         if self.int_range(canonical, v, limits::SIZE)
                             && v % limits::SIZE_MULTIPLE != 0
                         {
@@ -688,8 +870,8 @@ impl Mapper<'_> {
                     }
                     None => {
                         self.defaulted(
-                            format!("{out}/dimensions/{name}"),
-                            json!(default),
+                            format_args!("{out}/dimensions/{name}"),
+                            &default,
                             "C# default 1024×1024",
                         );
                         default
@@ -713,12 +895,12 @@ impl Mapper<'_> {
 
     fn scheduler(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         out: &str,
     ) -> (Option<String>, Option<python::SchedulerOptions>) {
         let s = &r.scheduler;
         let class = s.kind.as_ref().and_then(|name| {
-            self.mapped("/scheduler/type", format!("{out}/scheduler"));
+            self.mapped("/scheduler/type", format_args!("{out}/scheduler"));
             let class = schedulers::class_for(name);
             if class.is_none() {
                 self.error(
@@ -737,14 +919,14 @@ impl Mapper<'_> {
         if let Some(karras) = s.use_karras_sigmas {
             self.mapped(
                 "/scheduler/useKarrasSigmas",
-                format!("{out}/scheduler_options/use_karras_sigmas"),
+                format_args!("{out}/scheduler_options/use_karras_sigmas"),
             );
             options.use_karras_sigmas = Some(karras);
         }
         if let Some(spacing) = &s.timestep_spacing {
             self.mapped(
                 "/scheduler/timestepSpacing",
-                format!("{out}/scheduler_options/timestep_spacing"),
+                format_args!("{out}/scheduler_options/timestep_spacing"),
             );
             let lower = spacing.to_ascii_lowercase();
             if python::TIMESTEP_SPACINGS.contains(&lower.as_str()) {
@@ -762,21 +944,23 @@ impl Mapper<'_> {
         (class, options)
     }
 
-    fn loras(&mut self, r: &CsRequest, out: &str) -> Option<python::Lora> {
-        let loras = r.conditioning.loras.as_ref()?;
+    fn loras(&mut self, r: &mut CsRequest, out: &str) -> Option<python::Lora> {
+        let loras = r.conditioning.loras.as_mut()?;
         let mut models = Vec::with_capacity(loras.len());
-        for (i, lora) in loras.iter().enumerate() {
-            let base = format!("/conditioning/loras/{i}");
-            let to = format!("{out}/lora/models/{i}");
-            let name_at = &(format!("{base}/name"));
-            let path_at = &(format!("{base}/modelPath"));
+        for (i, lora) in loras.iter_mut().enumerate() {
+            let base = self.path(format_args!("/conditioning/loras/{i}"));
+            let to = self.path(format_args!("{out}/lora/models/{i}"));
+            let name_at = &self.path(format_args!("{base}/name"));
+            let path_at = &self.path(format_args!("{base}/modelPath"));
             let name = self.either(
                 (lora.name.as_ref(), name_at),
                 (lora.model_path.as_ref(), path_at),
-                &format!("{to}/name"),
+                format_args!("{to}/name"),
             );
             let name = match name {
-                Some(n) if !n.trim().is_empty() => n.clone(),
+                Some(n) if !n.trim().is_empty() => {
+                    take_either(&mut lora.name, &mut lora.model_path).unwrap_or_default()
+                }
                 Some(n) => {
                     let at = if lora.name.is_some() {
                         name_at
@@ -801,12 +985,12 @@ impl Mapper<'_> {
                     String::new()
                 }
             };
-            let scale_at = &(format!("{base}/scale"));
-            let weight_at = &(format!("{base}/weight"));
+            let scale_at = &self.path(format_args!("{base}/scale"));
+            let weight_at = &self.path(format_args!("{base}/weight"));
             let weight = match self.either(
                 (lora.scale.as_ref(), scale_at),
                 (lora.weight.as_ref(), weight_at),
-                &format!("{to}/weight"),
+                format_args!("{to}/weight"),
             ) {
                 Some(w) => {
                     let at = if lora.scale.is_some() {
@@ -819,15 +1003,18 @@ impl Mapper<'_> {
                 }
                 None => {
                     self.defaulted(
-                        format!("{to}/weight"),
-                        json!(defaults::LORA_WEIGHT),
+                        format_args!("{to}/weight"),
+                        &defaults::LORA_WEIGHT,
                         "no scale given: diffusers' adapter weight default 1.0",
                     );
                     defaults::LORA_WEIGHT
                 }
             };
-            let adapter_name = lora.adapter_name.clone().inspect(|_| {
-                self.mapped(&format!("{base}/adapterName"), format!("{to}/adapter_name"));
+            let adapter_name = lora.adapter_name.take().inspect(|_| {
+                self.mapped(
+                    &self.path(format_args!("{base}/adapterName")),
+                    format_args!("{to}/adapter_name"),
+                );
             });
             models.push(python::LoraModel {
                 name,
@@ -841,20 +1028,26 @@ impl Mapper<'_> {
         })
     }
 
-    fn control_nets(&mut self, r: &CsRequest, out: &str) -> Option<Vec<python::ControlNetUnit>> {
-        let units = r.conditioning.control_nets.as_ref()?;
+    fn control_nets(
+        &mut self,
+        r: &mut CsRequest,
+        out: &str,
+    ) -> Option<Vec<python::ControlNetUnit>> {
+        let units = r.conditioning.control_nets.as_mut()?;
         let mut mapped = Vec::with_capacity(units.len());
-        for (i, unit) in units.iter().enumerate() {
-            let base = format!("/conditioning/controlNets/{i}");
-            let to = format!("{out}/controlnets/{i}");
-            let image_at = &(format!("{base}/image"));
-            let cond_at = &(format!("{base}/conditioningImage"));
+        for (i, unit) in units.iter_mut().enumerate() {
+            let base = self.path(format_args!("/conditioning/controlNets/{i}"));
+            let to = self.path(format_args!("{out}/controlnets/{i}"));
+            let image_at = &self.path(format_args!("{base}/image"));
+            let cond_at = &self.path(format_args!("{base}/conditioningImage"));
             let image = match self.either(
                 (unit.image.as_ref(), image_at),
                 (unit.conditioning_image.as_ref(), cond_at),
-                &format!("{to}/control_image"),
+                format_args!("{to}/control_image"),
             ) {
-                Some(img) if !img.trim().is_empty() => img.clone(),
+                Some(img) if !img.trim().is_empty() => {
+                    take_either(&mut unit.image, &mut unit.conditioning_image).unwrap_or_default()
+                }
                 Some(img) => {
                     let at = if unit.image.is_some() {
                         image_at
@@ -874,17 +1067,21 @@ impl Mapper<'_> {
                     String::new()
                 }
             };
-            let kind = unit
-                .kind
-                .clone()
-                .inspect(|_| self.mapped(&format!("{base}/type"), format!("{to}/type")));
-            let model_path = unit
-                .model_path
-                .clone()
-                .inspect(|_| self.mapped(&format!("{base}/modelPath"), format!("{to}/model_path")));
+            let kind = unit.kind.take().inspect(|_| {
+                self.mapped(
+                    &self.path(format_args!("{base}/type")),
+                    format_args!("{to}/type"),
+                )
+            });
+            let model_path = unit.model_path.take().inspect(|_| {
+                self.mapped(
+                    &self.path(format_args!("{base}/modelPath")),
+                    format_args!("{to}/model_path"),
+                )
+            });
             if kind.is_none() && model_path.is_none() {
                 self.error(
-                    &format!("{base}/type"),
+                    &self.path(format_args!("{base}/type")),
                     "required",
                     "a ControlNet unit needs `type` or `modelPath`".into(),
                     None,
@@ -898,11 +1095,14 @@ impl Mapper<'_> {
              -> f64 {
                 match value {
                     Some(v) => {
-                        self.mapped(&format!("{base}/{name}"), format!("{to}/{py}"));
+                        self.mapped(
+                            &self.path(format_args!("{base}/{name}")),
+                            format_args!("{to}/{py}"),
+                        );
                         v
                     }
                     None => {
-                        self.defaulted(format!("{to}/{py}"), json!(default), reason);
+                        self.defaulted(format_args!("{to}/{py}"), &default, reason);
                         default
                     }
                 }
@@ -928,12 +1128,24 @@ impl Mapper<'_> {
                 defaults::CONTROLNET_END,
                 "diffusers' control_guidance_end default 1.0",
             );
-            self.num_range(&format!("{base}/weight"), scale, limits::CONTROLNET_WEIGHT);
-            let start_ok = self.num_range(&format!("{base}/guidanceStart"), start, (0.0, 1.0));
-            let end_ok = self.num_range(&format!("{base}/guidanceEnd"), end, (0.0, 1.0));
+            self.num_range(
+                &self.path(format_args!("{base}/weight")),
+                scale,
+                limits::CONTROLNET_WEIGHT,
+            );
+            let start_ok = self.num_range(
+                &self.path(format_args!("{base}/guidanceStart")),
+                start,
+                (0.0, 1.0),
+            );
+            let end_ok = self.num_range(
+                &self.path(format_args!("{base}/guidanceEnd")),
+                end,
+                (0.0, 1.0),
+            );
             if start_ok && end_ok && start >= end {
                 self.error(
-                    &format!("{base}/guidanceEnd"),
+                    &self.path(format_args!("{base}/guidanceEnd")),
                     "order",
                     format!("guidanceStart ({start}) must be less than guidanceEnd ({end})"),
                     Some(json!(end)),
@@ -950,7 +1162,7 @@ impl Mapper<'_> {
                 preprocessor: None,
             });
         }
-        if !mapped.is_empty() {
+        if !mapped.is_empty() && self.ctx.record {
             // v1 workers read only `controlnet`: the first unit, repeated there.
             let path = self.loc("/conditioning/controlNets/0");
             self.ctx.warn(
@@ -965,22 +1177,26 @@ impl Mapper<'_> {
 
     fn textual_inversions(
         &mut self,
-        r: &CsRequest,
+        r: &mut CsRequest,
         out: &str,
     ) -> Option<Vec<python::TextualInversion>> {
-        let items = r.conditioning.textual_inversions.as_ref()?;
+        let items = r.conditioning.textual_inversions.as_mut()?;
         let mut mapped = Vec::with_capacity(items.len());
-        for (i, ti) in items.iter().enumerate() {
-            let base = format!("/conditioning/textualInversions/{i}");
-            let to = format!("{out}/textual_inversions/{i}");
-            let path = match &ti.path {
+        for (i, ti) in items.iter_mut().enumerate() {
+            let base = self.path(format_args!("/conditioning/textualInversions/{i}"));
+            let to = self.path(format_args!("{out}/textual_inversions/{i}"));
+            let path = match &mut ti.path {
                 Some(p) if !p.trim().is_empty() => {
-                    self.mapped(&format!("{base}/path"), format!("{to}/path"));
-                    p.clone()
+                    let p = std::mem::take(p);
+                    self.mapped(
+                        &self.path(format_args!("{base}/path")),
+                        format_args!("{to}/path"),
+                    );
+                    p
                 }
                 Some(p) => {
                     self.error(
-                        &format!("{base}/path"),
+                        &self.path(format_args!("{base}/path")),
                         "blank",
                         "a textual inversion needs a file path".into(),
                         Some(json!(p)),
@@ -989,7 +1205,7 @@ impl Mapper<'_> {
                 }
                 None => {
                     self.error(
-                        &format!("{base}/path"),
+                        &self.path(format_args!("{base}/path")),
                         "required",
                         "a textual inversion needs `path`".into(),
                         None,
@@ -997,20 +1213,22 @@ impl Mapper<'_> {
                     String::new()
                 }
             };
-            let token = ti
-                .token
-                .clone()
-                .inspect(|_| self.mapped(&format!("{base}/token"), format!("{to}/token")));
+            let token = ti.token.take().inspect(|_| {
+                self.mapped(
+                    &self.path(format_args!("{base}/token")),
+                    format_args!("{to}/token"),
+                )
+            });
             mapped.push(python::TextualInversion { token, path });
         }
         Some(mapped)
     }
 
-    fn prompt_attention(&mut self, r: &CsRequest, out: &str) -> Option<String> {
+    fn prompt_attention(&mut self, r: &mut CsRequest, out: &str) -> Option<String> {
         let weighting = r.hyperparameters.prompt_weighting.as_ref()?;
         self.mapped(
             "/hyperparameters/promptWeighting",
-            format!("{out}/prompt_attention"),
+            format_args!("{out}/prompt_attention"),
         );
         match weighting {
             // C#'s PromptWeighting is a boolean: true selects compel's syntax (what diffusers
@@ -1037,21 +1255,26 @@ impl Mapper<'_> {
         }
     }
 
-    fn images(&mut self, r: &CsRequest, out: &str) -> (Option<String>, Option<String>) {
-        let c = &r.conditioning;
-        let mut image = |canonical: &'static str, name: &str, value: &Option<String>| match value {
-            Some(v) if !v.is_empty() => {
-                self.mapped(canonical, format!("{out}/{name}"));
-                Some(v.clone())
-            }
-            Some(v) => {
-                self.reported(canonical, json!(v), "empty string: C#'s \"no image\"");
-                None
-            }
-            None => None,
-        };
-        let init = image("/conditioning/initImage", "init_image", &c.init_image);
-        let mask = image("/conditioning/inpaintMask", "mask_image", &c.inpaint_mask);
+    fn images(&mut self, r: &mut CsRequest, out: &str) -> (Option<String>, Option<String>) {
+        let c = &mut r.conditioning;
+        let mut image =
+            |canonical: &'static str, name: &str, value: &mut Option<String>| match value {
+                Some(v) if !v.is_empty() => {
+                    self.mapped(canonical, format_args!("{out}/{name}"));
+                    value.take()
+                }
+                Some(v) => {
+                    self.reported(canonical, &v, "empty string: C#'s \"no image\"");
+                    None
+                }
+                None => None,
+            };
+        let init = image("/conditioning/initImage", "init_image", &mut c.init_image);
+        let mask = image(
+            "/conditioning/inpaintMask",
+            "mask_image",
+            &mut c.inpaint_mask,
+        );
         if mask.is_some() && init.is_none() {
             self.error(
                 "/conditioning/inpaintMask",
@@ -1063,7 +1286,7 @@ impl Mapper<'_> {
         (init, mask)
     }
 
-    fn output(&mut self, r: &CsRequest, out: &str) -> python::Output {
+    fn output(&mut self, r: &mut CsRequest, out: &str) -> python::Output {
         let pp = &r.postprocessing;
         let o = &r.output;
         // Both shapes are normalised first ("PNG" and "png" agree), then compared.
@@ -1075,17 +1298,20 @@ impl Mapper<'_> {
             .format
             .as_ref()
             .and_then(|f| self.output_format("/output/format", f));
-        let format = match self.either(
-            (pp_format.as_ref(), "/postprocessing/outputFormat"),
-            (o_format.as_ref(), "/output/format"),
-            &format!("{out}/output/format"),
-        ) {
-            Some(f) => f.clone(),
-            None => {
+        let format = match self
+            .either(
+                (pp_format.as_ref(), "/postprocessing/outputFormat"),
+                (o_format.as_ref(), "/output/format"),
+                format_args!("{out}/output/format"),
+            )
+            .is_some()
+        {
+            true => pp_format.or(o_format).unwrap_or_default(),
+            false => {
                 if pp.output_format.is_none() && o.format.is_none() {
                     self.defaulted(
-                        format!("{out}/output/format"),
-                        json!(defaults::OUTPUT_FORMAT),
+                        format_args!("{out}/output/format"),
+                        &defaults::OUTPUT_FORMAT,
                         "C# default OutputFormat = PNG",
                     );
                 }
@@ -1095,7 +1321,7 @@ impl Mapper<'_> {
         let quality = match self.either(
             (pp.quality.as_ref(), "/postprocessing/quality"),
             (o.quality.as_ref(), "/output/quality"),
-            &format!("{out}/output/quality"),
+            format_args!("{out}/output/quality"),
         ) {
             Some(q) => {
                 let canonical = if pp.quality.is_some() {
@@ -1108,17 +1334,17 @@ impl Mapper<'_> {
             }
             None => {
                 self.defaulted(
-                    format!("{out}/output/quality"),
-                    json!(defaults::QUALITY),
+                    format_args!("{out}/output/quality"),
+                    &defaults::QUALITY,
                     "C# default Quality = 95",
                 );
                 defaults::QUALITY
             }
         };
-        let save_path = o
-            .save_path
-            .clone()
-            .inspect(|_| self.mapped("/output/savePath", format!("{out}/output/save_path")));
+        let save_path =
+            r.output.save_path.take().inspect(|_| {
+                self.mapped("/output/savePath", format_args!("{out}/output/save_path"))
+            });
         let upscale = self.upscale(r, out);
         python::Output {
             format,
@@ -1131,11 +1357,13 @@ impl Mapper<'_> {
 
     /// `png`, `jpeg` (or `jpg`), `webp`, any casing.
     fn output_format(&mut self, canonical: &str, value: &str) -> Option<String> {
-        match value.to_ascii_lowercase().as_str() {
-            "png" => Some("png".into()),
-            "jpeg" | "jpg" => Some("jpeg".into()),
-            "webp" => Some("webp".into()),
-            _ => {
+        // (Matching ignoring ASCII case is matching the ASCII-lowercased value.)
+        let known = ["png", "jpeg", "jpg", "webp"];
+        match known.into_iter().find(|k| value.eq_ignore_ascii_case(k)) {
+            Some("png") => Some("png".into()),
+            Some("jpeg" | "jpg") => Some("jpeg".into()),
+            Some(_) => Some("webp".into()),
+            None => {
                 self.error(
                     canonical,
                     "enum",
@@ -1147,29 +1375,42 @@ impl Mapper<'_> {
         }
     }
 
-    fn upscale(&mut self, r: &CsRequest, out: &str) -> Option<python::Upscale> {
-        let to = format!("{out}/output/upscale");
-        if let Some(steps) = &r.post_processing_steps {
+    fn upscale(&mut self, r: &mut CsRequest, out: &str) -> Option<python::Upscale> {
+        let to = self.path(format_args!("{out}/output/upscale"));
+        if let Some(steps) = &mut r.post_processing_steps {
             let mut upscale = None;
-            for (i, step) in steps.iter().enumerate() {
-                let base = format!("/postprocessing/{i}");
+            for (i, step) in steps.iter_mut().enumerate() {
+                let base = self.path(format_args!("/postprocessing/{i}"));
                 match step.kind.as_deref() {
                     Some(kind) if kind.eq_ignore_ascii_case("upscale") => {
-                        self.mapped(&format!("{base}/type"), format!("{to}/enabled"));
+                        self.mapped(
+                            &self.path(format_args!("{base}/type")),
+                            format_args!("{to}/enabled"),
+                        );
                         if upscale.is_some() {
                             self.error(
-                                &format!("{base}/type"),
+                                &self.path(format_args!("{base}/type")),
                                 "duplicate",
                                 "only one Upscale step is supported".into(),
                                 Some(json!(kind)),
                             );
                         }
                         let factor = step.factor.inspect(|f| {
-                            self.mapped(&format!("{base}/factor"), format!("{to}/factor"));
-                            self.num_range(&format!("{base}/factor"), *f, limits::UPSCALE_FACTOR);
+                            self.mapped(
+                                &self.path(format_args!("{base}/factor")),
+                                format_args!("{to}/factor"),
+                            );
+                            self.num_range(
+                                &self.path(format_args!("{base}/factor")),
+                                *f,
+                                limits::UPSCALE_FACTOR,
+                            );
                         });
-                        let method = step.model.clone().inspect(|_| {
-                            self.mapped(&format!("{base}/model"), format!("{to}/method"))
+                        let method = step.model.take().inspect(|_| {
+                            self.mapped(
+                                &self.path(format_args!("{base}/model")),
+                                format_args!("{to}/method"),
+                            )
                         });
                         upscale = Some(python::Upscale {
                             enabled: true,
@@ -1178,13 +1419,13 @@ impl Mapper<'_> {
                         });
                     }
                     Some(kind) => self.error(
-                        &format!("{base}/type"),
+                        &self.path(format_args!("{base}/type")),
                         "enum",
                         "unknown post-processing step; known: Upscale".into(),
                         Some(json!(kind)),
                     ),
                     None => self.error(
-                        &format!("{base}/type"),
+                        &self.path(format_args!("{base}/type")),
                         "required",
                         "a post-processing step needs `type`".into(),
                         None,
@@ -1193,39 +1434,42 @@ impl Mapper<'_> {
             }
             return upscale;
         }
-        let pp = &r.postprocessing;
+        let pp = &mut r.postprocessing;
         if pp.upscaler.is_none() && pp.upscale_factor.is_none() {
             return None;
         }
         let enabled = match &pp.upscaler {
             Some(name) => {
-                self.mapped("/postprocessing/upscaler", format!("{to}/method"));
+                self.mapped("/postprocessing/upscaler", format_args!("{to}/method"));
                 !(name.is_empty() || name.eq_ignore_ascii_case("none"))
             }
             None => false,
         };
         let factor = pp.upscale_factor.inspect(|f| {
-            self.mapped("/postprocessing/upscaleFactor", format!("{to}/factor"));
+            self.mapped("/postprocessing/upscaleFactor", format_args!("{to}/factor"));
             self.num_range("/postprocessing/upscaleFactor", *f, limits::UPSCALE_FACTOR);
         });
         Some(python::Upscale {
             enabled,
             factor,
-            method: if enabled { pp.upscaler.clone() } else { None },
+            method: if enabled { pp.upscaler.take() } else { None },
         })
     }
 
-    fn batch(&mut self, r: &CsRequest, out: &str) -> python::Batch {
+    fn batch(&mut self, r: &mut CsRequest, out: &str) -> python::Batch {
         let size = match r.hyperparameters.batch_size {
             Some(size) => {
-                self.mapped("/hyperparameters/batchSize", format!("{out}/batch/size"));
+                self.mapped(
+                    "/hyperparameters/batchSize",
+                    format_args!("{out}/batch/size"),
+                );
                 self.int_range("/hyperparameters/batchSize", size, limits::BATCH);
                 size.clamp(0, u32::MAX as i64) as u32
             }
             None => {
                 self.defaulted(
-                    format!("{out}/batch/size"),
-                    json!(defaults::BATCH_SIZE),
+                    format_args!("{out}/batch/size"),
+                    &defaults::BATCH_SIZE,
                     "C# default BatchSize = 1",
                 );
                 defaults::BATCH_SIZE
@@ -1238,16 +1482,17 @@ impl Mapper<'_> {
         }
     }
 
-    fn precision(&mut self, r: &CsRequest, out: &str) -> Option<python::Precision> {
+    fn precision(&mut self, r: &mut CsRequest, out: &str) -> Option<python::Precision> {
         let p = &r.performance;
-        let to = format!("{out}/precision");
+        let to = self.path(format_args!("{out}/precision"));
         let mut precision = python::Precision::default();
         if let Some(dtype) = &p.dtype {
-            self.mapped("/performance/dtype", format!("{to}/dtype"));
-            let lower = dtype.to_ascii_lowercase();
+            self.mapped("/performance/dtype", format_args!("{to}/dtype"));
+            // (The spellings are lowercase: matching ignoring ASCII case is matching the
+            // ASCII-lowercased value.)
             match python::DTYPES
                 .iter()
-                .find(|(_, names)| names.contains(&lower.as_str()))
+                .find(|(_, names)| names.iter().any(|n| n.eq_ignore_ascii_case(dtype)))
             {
                 Some((torch, _)) => precision.dtype = Some(torch.to_string()),
                 None => self.error(
@@ -1262,11 +1507,11 @@ impl Mapper<'_> {
             .either(
                 (p.xformers.as_ref(), "/performance/xformers"),
                 (p.enable_xformers.as_ref(), "/performance/enableXformers"),
-                &format!("{to}/xformers"),
+                format_args!("{to}/xformers"),
             )
             .copied();
         let mut flag = |canonical: &'static str, name: &str, value: Option<bool>| {
-            value.inspect(|_| self.mapped(canonical, format!("{to}/{name}")))
+            value.inspect(|_| self.mapped(canonical, format_args!("{to}/{name}")))
         };
         precision.attention_slicing = flag(
             "/performance/attentionSlicing",
@@ -1281,7 +1526,7 @@ impl Mapper<'_> {
         );
         if let Some(options) = &p.memory_optimizations {
             for (i, option) in options.iter().enumerate() {
-                let canonical = format!("/performance/memoryOptimizations/{i}");
+                let canonical = self.path(format_args!("/performance/memoryOptimizations/{i}"));
                 let slot = match option.to_ascii_lowercase().as_str() {
                     "attention_slicing" => {
                         Some(("attention_slicing", &mut precision.attention_slicing))
@@ -1306,7 +1551,7 @@ impl Mapper<'_> {
                             ));
                         }
                         *slot = Some(true);
-                        self.mapped(&canonical, format!("{to}/{name}"));
+                        self.mapped(&canonical, format_args!("{to}/{name}"));
                     }
                     None => self.error(
                         &canonical,
@@ -1321,7 +1566,7 @@ impl Mapper<'_> {
     }
 
     /// C# fields with no place in the v2 request, each with the reason (PROTOCOL B.2).
-    fn reported_only(&mut self, r: &CsRequest) {
+    fn reported_only(&mut self, r: &mut CsRequest) {
         const COMPONENT: &str = "v2 has no per-component override: the worker loads the tokenizers and text encoders of `models.base`";
         const DEVICE: &str = "device placement is the worker's, chosen at initialize_request (device_index/device_id); a generate request does not move the model";
         let m = &r.model;
@@ -1336,13 +1581,13 @@ impl Mapper<'_> {
                 } else {
                     COMPONENT
                 };
-                self.reported(canonical, json!(v), reason);
+                self.reported(canonical, &v, reason);
             }
         }
         if let Some(v) = r.scheduler.snr_weighting {
             self.reported(
                 "/scheduler/snrWeighting",
-                json!(v),
+                &v,
                 "min-SNR weighting is a training loss option; it has no effect on inference",
             );
         }
@@ -1358,31 +1603,31 @@ impl Mapper<'_> {
             }
             self.reported(
                 "/conditioning/maskBlur",
-                json!(v),
+                &v,
                 "v2 has no mask blur field: the mask is used as sent (diffusers' default, no blur)",
             );
         }
         if let Some(images) = &c.reference_images {
             self.reported(
                 "/conditioning/referenceImages",
-                json!(images),
+                &images,
                 "v2 has no reference-image (IP-Adapter) field",
             );
         }
         let p = &r.performance;
         if let Some(v) = &p.device {
-            self.reported("/performance/device", json!(v), DEVICE);
+            self.reported("/performance/device", &v, DEVICE);
         }
         if let Some(v) = &p.device_id {
-            self.reported("/performance/deviceId", json!(v), DEVICE);
+            self.reported("/performance/deviceId", &v, DEVICE);
         }
         if let Some(v) = &p.device_ids {
-            self.reported("/performance/deviceIds", json!(v), DEVICE);
+            self.reported("/performance/deviceIds", &v, DEVICE);
         }
         if let Some(v) = &p.compilation {
             self.reported(
                 "/performance/compilation",
-                json!(v),
+                &v,
                 "torch.compile is a worker start-up choice, not a per-request field in v2",
             );
         }
@@ -1390,21 +1635,26 @@ impl Mapper<'_> {
         if let Some(v) = pp.safety_checker {
             self.reported(
                 "/postprocessing/safetyChecker",
-                json!(v),
+                &v,
                 "SDXL pipelines have no safety checker; nothing to switch",
             );
         }
         if let Some(v) = pp.auto_contrast {
             self.reported(
                 "/postprocessing/autoContrast",
-                json!(v),
+                &v,
                 "v2 has no auto-contrast step",
             );
         }
         if let Some(v) = pp.watermark {
-            self.reported("/postprocessing/watermark", json!(v), "v2 has no watermark field; the reference renders with add_watermarker=False (PROTOCOL B.9)");
+            self.reported("/postprocessing/watermark", &v, "v2 has no watermark field; the reference renders with add_watermarker=False (PROTOCOL B.9)");
         }
     }
+}
+
+/// The value [`Mapper::either`] chose (the first when present, else the second), moved out.
+fn take_either(first: &mut Option<String>, second: &mut Option<String>) -> Option<String> {
+    first.take().or_else(|| second.take())
 }
 
 /// A field that was present but unreadable (wrong type) is not also "missing".
@@ -1420,28 +1670,60 @@ fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
         .collect()
 }
 
-/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON). The compact JSON
-/// is streamed into the hash, not built as a string first.
-fn content_id(input: &Value) -> String {
-    struct Fnv(u64);
-    impl std::io::Write for Fnv {
-        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-            let mut hash = self.0;
-            for byte in bytes {
-                hash ^= u64::from(*byte);
-                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-            self.0 = hash;
-            Ok(bytes.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
+/// `data` as its derived `Serialize` writes it, built directly (the strings moved, not copied).
+fn inference_json(data: InferenceData) -> Value {
+    // Checked in debug builds (every test): the same JSON text, key order included.
+    #[cfg(debug_assertions)]
+    let serialized = serde_json::to_string(&data).unwrap_or_default();
+    let json = data.into_json();
+    #[cfg(debug_assertions)]
+    assert_eq!(
+        serde_json::to_string(&json).unwrap_or_default(),
+        serialized,
+        "InferenceData::into_json differs from its Serialize"
+    );
+    json
+}
+
+/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON, as
+/// `serde_json::to_writer` writes it). The text is hashed as it is walked, not built first.
+fn content_id(input: &Json<'_>, compact_fnv: Option<u64>) -> String {
+    let hash = compact_fnv.unwrap_or_else(|| {
+        let mut hash = Fnv::default();
+        hash.compact(input);
+        hash.0
+    });
+    // `format!("{hash:016x}")`, without the formatting machinery.
+    let digits = b"0123456789abcdef";
+    (0..16)
+        .rev()
+        .map(|i| char::from(digits[((hash >> (i * 4)) & 0xf) as usize]))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The id is FNV-1a 64 of serde_json's compact text of the message.
+    #[test]
+    fn content_id_hashes_serde_json_s_compact_text() {
+        for text in [
+            r#"{"model":{"base":"m"},"conditioning":{"prompt":"p"}}"#,
+            r#"{"a":[1,-2,3.5,1e21,-0.0,0.1,null,true,false,"",{}],"b":{"c":[]},"é東":"x\"y\\z\n\u0001\u007f"}"#,
+            r#"[]"#,
+            r#""s""#,
+            r#"{"a":1,"a":2}"#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            let compact = serde_json::to_vec(&value).unwrap();
+            let mut expected = Fnv::default();
+            expected.bytes(&compact);
+            let (document, hash) = Json::parse_hashed(text).unwrap();
+            let expected = format!("{:016x}", expected.0);
+            assert_eq!(content_id(&document, None), expected, "{text}");
+            assert_eq!(content_id(&document, hash), expected, "{text}");
+            assert_eq!(content_id(&Json::from_value(&value), None), expected);
         }
     }
-    let mut hash = Fnv(0xcbf2_9ce4_8422_2325);
-    if serde_json::to_writer(&mut hash, input).is_err() {
-        // Serialising a `Value` cannot fail; hash of the empty text, as before.
-        hash = Fnv(0xcbf2_9ce4_8422_2325);
-    }
-    format!("{:016x}", hash.0)
 }

@@ -4,6 +4,9 @@
 //! (b) C# → Python → C# keeps every mapped field;
 //! (c) random re-casing of every property name gives the identical result;
 //! (d) any JSON value and any byte string in → `Ok` or `Err`, never a panic;
+//! (e) mapping the bytes (`transform_request`, which reads them without recording paths and
+//! builds the report on demand) gives what mapping the parsed `Value` gives (message, report,
+//! errors);
 //! and every v1-valid request is v2-valid.
 
 use proptest::prelude::*;
@@ -397,6 +400,20 @@ proptest! {
     }
 
     #[test]
+    fn e_bytes_map_as_the_value_does(r in request(), dialect in any::<u8>(), replace in any::<bool>(), at in 0usize..80, replacement in arb_json()) {
+        let mut input = wire(&r, dialect);
+        if replace {
+            let mut n = at;
+            replace_nth(&mut input, &mut n, &replacement);
+        }
+        let bytes = serde_json::to_vec(&input).unwrap();
+        prop_assert_eq!(
+            transform_request(&bytes, &MapOptions::default()),
+            map_request(&input, &MapOptions::default())
+        );
+    }
+
+    #[test]
     fn v1_valid_requests_stay_v2_valid(r in request()) {
         let mut message = map_request(&wire(&r, 0), &MapOptions::default()).unwrap().message_json();
         // Reduce the v2 message to v1: drop what v2 added.
@@ -418,6 +435,38 @@ proptest! {
         prop_assert!(Schema::PythonRequestV1.is_valid(&message), "not v1-valid: {message:#}");
         prop_assert!(Schema::PythonRequest.is_valid(&message));
     }
+}
+
+/// (e) over every request fixture, valid or not.
+#[test]
+fn e_fixture_bytes_map_as_their_value_does() {
+    fn walk(dir: &std::path::Path, seen: &mut usize) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, seen);
+            } else if path.extension().is_some_and(|e| e == "json") {
+                let bytes = std::fs::read(&path).unwrap();
+                let Ok(value) = serde_json::from_slice::<Value>(&bytes) else {
+                    continue;
+                };
+                let from_bytes = transform_request(&bytes, &MapOptions::default());
+                assert_eq!(
+                    from_bytes,
+                    map_request(&value, &MapOptions::default()),
+                    "{}",
+                    path.display()
+                );
+                *seen += 1;
+            }
+        }
+    }
+    let mut seen = 0;
+    walk(
+        std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../fixtures/requests")),
+        &mut seen,
+    );
+    assert!(seen > 20, "{seen} fixtures");
 }
 
 #[test]

@@ -8,12 +8,13 @@
 //! them and reports a conflict when both are present and differ (PROTOCOL B.1).
 
 mod parse;
+mod quick;
 mod write;
 
 use std::collections::BTreeMap;
 
 pub use parse::parse_message;
-pub(crate) use parse::GENERATE_IMAGE_PARAMETERS;
+pub(crate) use parse::{parse_document, GENERATE_IMAGE_PARAMETERS};
 pub use write::{to_json, Casing};
 
 /// Where each canonical field (a JSON Pointer in the camelCase HTTP shape, e.g.

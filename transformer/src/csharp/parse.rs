@@ -5,12 +5,18 @@ use serde_json::Value;
 use super::*;
 use crate::commands;
 use crate::error::FieldError;
+use crate::json::Json;
 use crate::read::{as_array, as_int, as_string, At, Ctx, Reader};
 
 /// Reads one C# message (dialect detected). Problems go to `ctx`; the result is `None` only when
 /// the message's shape could not be recognised at all.
 pub fn parse_message(ctx: &mut Ctx, value: &Value) -> Option<CsMessage> {
-    let Value::Object(map) = value else {
+    parse_document(ctx, &Json::from_value(value))
+}
+
+/// [`parse_message`] of a parsed document.
+pub(crate) fn parse_document(ctx: &mut Ctx, value: &Json<'_>) -> Option<CsMessage> {
+    let Json::Object(members) = value else {
         ctx.error(
             FieldError::new(
                 "",
@@ -20,11 +26,11 @@ pub fn parse_message(ctx: &mut Ctx, value: &Value) -> Option<CsMessage> {
                     crate::read::json_type_name(value)
                 ),
             )
-            .with_value(value),
+            .with_value(&value.to_value()),
         );
         return None;
     };
-    let mut top = Reader::new(map, "");
+    let mut top = Reader::new(ctx, members, "");
     if top.has("$schema") || (top.has("properties") && top.has("type")) {
         ctx.error(FieldError::new(
             "",
@@ -53,6 +59,7 @@ pub fn parse_message(ctx: &mut Ctx, value: &Value) -> Option<CsMessage> {
         return None;
     }
     let mut locations = Locations::new();
+    let record = ctx.record;
     if top.has("action") {
         let message = parse_action(ctx, &mut top, &mut locations);
         top.finish(ctx);
@@ -75,6 +82,7 @@ pub fn parse_message(ctx: &mut Ctx, value: &Value) -> Option<CsMessage> {
         return None;
     }
     let request = parse_request(ctx, top, "", &mut locations);
+    debug_assert!(record || locations.is_empty());
     Some(CsMessage {
         dialect: Dialect::HttpBody,
         action: Action::GenerateSdxlEnhanced,
@@ -106,8 +114,11 @@ fn parse_action(
         );
         return None;
     };
+    let record = ctx.record;
     let session_id = top.string(ctx, "session_id").map(|(s, path)| {
-        locations.insert("/session_id".into(), path);
+        if record {
+            locations.insert("/session_id".into(), path);
+        }
         s
     });
     let action = command.id;
@@ -215,7 +226,9 @@ fn int(
     locations: &mut Locations,
 ) -> Option<i64> {
     let (value, path) = fields.reader().int(ctx, name)?;
-    locations.insert(canonical.into(), path);
+    if ctx.record {
+        locations.insert(canonical.into(), path);
+    }
     Some(value)
 }
 
@@ -227,7 +240,9 @@ fn string(
     locations: &mut Locations,
 ) -> Option<String> {
     let (value, path) = fields.reader().string(ctx, name)?;
-    locations.insert(canonical.into(), path);
+    if ctx.record {
+        locations.insert(canonical.into(), path);
+    }
     Some(value)
 }
 
@@ -266,16 +281,34 @@ fn parse_request_payload(
     Some((dialect, parse_request(ctx, reader, &path, locations)))
 }
 
-/// Records where a canonical field came from.
+/// Records where a canonical field came from (nothing when the context does not record).
 struct Loc<'l> {
     locations: &'l mut Locations,
     canonical_prefix: String,
+    record: bool,
 }
 
 impl Loc<'_> {
+    #[inline]
     fn put<T>(&mut self, name: &str, found: Option<(T, String)>) -> Option<T> {
         let (value, path) = found?;
-        self.locations.insert(self.canonical(name), path);
+        if self.record {
+            self.locations.insert(self.canonical(name), path);
+        }
+        Some(value)
+    }
+
+    /// [`Loc::put`] for a name that has to be formatted (built only when recording).
+    fn put_fmt<T>(
+        &mut self,
+        name: std::fmt::Arguments<'_>,
+        found: Option<(T, String)>,
+    ) -> Option<T> {
+        let (value, path) = found?;
+        if self.record {
+            self.locations
+                .insert(self.canonical(&name.to_string()), path);
+        }
         Some(value)
     }
 
@@ -290,6 +323,9 @@ impl Loc<'_> {
 
     /// Records an array's own location (from its first item's pointer, or nothing when empty).
     fn mark(&mut self, name: &str, items: &[At<'_>]) {
+        if !self.record {
+            return;
+        }
         if let Some(first) = items.first() {
             if let Some(array_path) = first.path.strip_suffix("/0") {
                 self.locations
@@ -300,8 +336,26 @@ impl Loc<'_> {
 
     fn sub(&mut self, name: &str) -> Loc<'_> {
         Loc {
-            canonical_prefix: self.canonical(name),
+            canonical_prefix: if self.record {
+                self.canonical(name)
+            } else {
+                String::new()
+            },
             locations: self.locations,
+            record: self.record,
+        }
+    }
+
+    /// [`Loc::sub`] for a name that has to be formatted (built only when recording).
+    fn sub_fmt(&mut self, name: std::fmt::Arguments<'_>) -> Loc<'_> {
+        Loc {
+            canonical_prefix: if self.record {
+                self.canonical(&name.to_string())
+            } else {
+                String::new()
+            },
+            locations: self.locations,
+            record: self.record,
         }
     }
 }
@@ -309,13 +363,43 @@ impl Loc<'_> {
 /// The C# request body (`EnhancedSDXLRequest`) in any casing and in the seed's shape.
 pub(crate) fn parse_request(
     ctx: &mut Ctx,
-    mut top: Reader<'_>,
+    top: Reader<'_>,
     _path: &str,
     locations: &mut Locations,
 ) -> CsRequest {
+    if !ctx.record {
+        // Nothing to record: the one-pass reading, unless it leaves the request to this one.
+        if let Some(request) = super::quick::request(top.members()) {
+            #[cfg(debug_assertions)]
+            {
+                let mut check = Ctx::unrecorded();
+                let reader = Reader::new(&check, top.members(), _path);
+                let full = read_request(&mut check, reader, &mut Locations::new());
+                assert!(check.errors.is_empty(), "{:?}", check.errors);
+                assert_eq!(request, full, "the one-pass reading differs");
+            }
+            return request;
+        }
+    }
+    read_request(ctx, top, locations)
+}
+
+/// The full reading of a request object (for the one-pass reading's tests).
+#[cfg(test)]
+pub(super) fn read_request_for_tests(
+    ctx: &mut Ctx,
+    members: &crate::json::Members<'_>,
+) -> CsRequest {
+    let reader = Reader::new(ctx, members, "");
+    read_request(ctx, reader, &mut Locations::new())
+}
+
+/// [`parse_request`]: each field looked up by name (with its JSON Pointer, when recording).
+fn read_request(ctx: &mut Ctx, mut top: Reader<'_>, locations: &mut Locations) -> CsRequest {
     let mut loc = Loc {
         locations,
         canonical_prefix: String::new(),
+        record: ctx.record,
     };
     let mut request = CsRequest::default();
     if let Some(mut r) = top.object_field(ctx, "model") {
@@ -352,8 +436,8 @@ pub(crate) fn parse_request(
         h.prompt = l.put("prompt", r.string(ctx, "prompt"));
         let weighting = r.get(ctx, "promptWeighting").and_then(|at| {
             let value = match at.value {
-                Value::Bool(b) => Some(PromptWeighting::Enabled(*b)),
-                Value::String(s) => Some(PromptWeighting::Syntax(s.clone())),
+                Json::Bool(b) => Some(PromptWeighting::Enabled(*b)),
+                Json::String(s) => Some(PromptWeighting::Syntax(s.to_string())),
                 other => {
                     ctx.error(crate::read::type_error(
                         &at.path,
@@ -377,7 +461,9 @@ pub(crate) fn parse_request(
             items
                 .into_iter()
                 .enumerate()
-                .filter_map(|(i, at)| parse_lora(ctx, at, &mut l.sub(&format!("loras/{i}"))))
+                .filter_map(|(i, at)| {
+                    parse_lora(ctx, at, &mut l.sub_fmt(format_args!("loras/{i}")))
+                })
                 .collect()
         });
         c.control_nets = r.array(ctx, "controlNets").map(|items| {
@@ -385,7 +471,7 @@ pub(crate) fn parse_request(
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, at)| {
-                    parse_control_net(ctx, at, &mut l.sub(&format!("controlNets/{i}")))
+                    parse_control_net(ctx, at, &mut l.sub_fmt(format_args!("controlNets/{i}")))
                 })
                 .collect()
         });
@@ -394,7 +480,11 @@ pub(crate) fn parse_request(
                 .into_iter()
                 .enumerate()
                 .filter_map(|(i, at)| {
-                    parse_textual_inversion(ctx, at, &mut l.sub(&format!("textualInversions/{i}")))
+                    parse_textual_inversion(
+                        ctx,
+                        at,
+                        &mut l.sub_fmt(format_args!("textualInversions/{i}")),
+                    )
                 })
                 .collect()
         });
@@ -409,8 +499,8 @@ pub(crate) fn parse_request(
                 .enumerate()
                 .filter_map(|(i, at)| {
                     let path = at.path.clone();
-                    l.put(
-                        &format!("referenceImages/{i}"),
+                    l.put_fmt(
+                        format_args!("referenceImages/{i}"),
                         as_string(ctx, &at).map(|s| (s, path)),
                     )
                 })
@@ -437,8 +527,8 @@ pub(crate) fn parse_request(
                 .enumerate()
                 .filter_map(|(i, at)| {
                     let path = at.path.clone();
-                    l.put(
-                        &format!("deviceIds/{i}"),
+                    l.put_fmt(
+                        format_args!("deviceIds/{i}"),
                         as_int(ctx, &at).map(|n| (n, path)),
                     )
                 })
@@ -454,8 +544,8 @@ pub(crate) fn parse_request(
                 .enumerate()
                 .filter_map(|(i, at)| {
                     let path = at.path.clone();
-                    l.put(
-                        &format!("memoryOptimizations/{i}"),
+                    l.put_fmt(
+                        format_args!("memoryOptimizations/{i}"),
                         as_string(ctx, &at).map(|s| (s, path)),
                     )
                 })
@@ -467,19 +557,23 @@ pub(crate) fn parse_request(
     // name case-insensitively; the JSON type tells them apart.
     if let Some(at) = top.get(ctx, "postprocessing") {
         match at.value {
-            Value::Array(_) => {
+            Json::Array(_) => {
                 let items = as_array(ctx, &at).unwrap_or_default();
                 request.post_processing_steps = Some(
                     items
                         .into_iter()
                         .enumerate()
                         .filter_map(|(i, at)| {
-                            parse_post_step(ctx, at, &mut loc.sub(&format!("postprocessing/{i}")))
+                            parse_post_step(
+                                ctx,
+                                at,
+                                &mut loc.sub_fmt(format_args!("postprocessing/{i}")),
+                            )
                         })
                         .collect(),
                 );
             }
-            Value::Object(_) => {
+            Json::Object(_) => {
                 if let Some(mut r) = Reader::object(ctx, at) {
                     let mut l = loc.sub("postprocessing");
                     let p = &mut request.postprocessing;
@@ -541,10 +635,10 @@ fn parse_control_net(ctx: &mut Ctx, at: At<'_>, l: &mut Loc<'_>) -> Option<Contr
 }
 
 fn parse_textual_inversion(ctx: &mut Ctx, at: At<'_>, l: &mut Loc<'_>) -> Option<TextualInversion> {
-    if let Value::String(path) = at.value {
+    if let Json::String(path) = at.value {
         return Some(TextualInversion {
             token: None,
-            path: l.put("path", Some((path.clone(), at.path))),
+            path: l.put("path", Some((path.to_string(), at.path))),
         });
     }
     let mut r = Reader::object(ctx, at)?;
@@ -583,22 +677,27 @@ pub(crate) const GENERATE_IMAGE_PARAMETERS: [(&str, &str); 7] = [
 /// seed}}`: read into the same request model, locations pointing into `parameters`.
 fn parse_generate_image(ctx: &mut Ctx, mut r: Reader<'_>, locations: &mut Locations) -> CsRequest {
     fn keep<T>(
+        record: bool,
         locations: &mut Locations,
         parameter: &str,
         found: Option<(T, String)>,
     ) -> Option<T> {
         let (value, path) = found?;
-        if let Some((_, canonical)) = GENERATE_IMAGE_PARAMETERS
-            .iter()
-            .find(|(p, _)| *p == parameter)
-        {
-            locations.insert((*canonical).to_string(), path);
+        if record {
+            if let Some((_, canonical)) = GENERATE_IMAGE_PARAMETERS
+                .iter()
+                .find(|(p, _)| *p == parameter)
+            {
+                locations.insert((*canonical).to_string(), path);
+            }
         }
         Some(value)
     }
+    let record = ctx.record;
     let conditioning = Conditioning {
-        prompt: keep(locations, "prompt", r.string(ctx, "prompt")),
+        prompt: keep(record, locations, "prompt", r.string(ctx, "prompt")),
         negative_prompt: keep(
+            record,
             locations,
             "negative_prompt",
             r.string(ctx, "negative_prompt"),
@@ -606,14 +705,19 @@ fn parse_generate_image(ctx: &mut Ctx, mut r: Reader<'_>, locations: &mut Locati
         ..Conditioning::default()
     };
     let hyperparameters = Hyperparameters {
-        width: keep(locations, "width", r.int(ctx, "width")),
-        height: keep(locations, "height", r.int(ctx, "height")),
-        guidance_scale: keep(locations, "guidance_scale", r.number(ctx, "guidance_scale")),
-        seed: keep(locations, "seed", r.int(ctx, "seed")),
+        width: keep(record, locations, "width", r.int(ctx, "width")),
+        height: keep(record, locations, "height", r.int(ctx, "height")),
+        guidance_scale: keep(
+            record,
+            locations,
+            "guidance_scale",
+            r.number(ctx, "guidance_scale"),
+        ),
+        seed: keep(record, locations, "seed", r.int(ctx, "seed")),
         ..Hyperparameters::default()
     };
     let scheduler = Scheduler {
-        steps: keep(locations, "steps", r.int(ctx, "steps")),
+        steps: keep(record, locations, "steps", r.int(ctx, "steps")),
         ..Scheduler::default()
     };
     r.finish(ctx);
