@@ -8,6 +8,7 @@ pub mod commands;
 pub mod coverage;
 pub mod csharp;
 pub mod error;
+pub mod flat;
 pub mod json;
 pub mod python;
 pub mod read;

@@ -15,6 +15,67 @@ pub struct Envelope {
     pub data: Value,
 }
 
+/// A mapped message before it is JSON: the envelope with its `data` still typed. It serialises
+/// to the same text as the [`Envelope`] it becomes ([`Message::into_envelope`]), key order
+/// included; the request mapping validates and writes it without building a `Value`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Message {
+    pub message_type: &'static str,
+    pub request_id: String,
+    pub data: Data,
+}
+
+/// The `data` of a [`Message`].
+#[derive(Debug, Clone, PartialEq)]
+pub enum Data {
+    /// `inference_request`.
+    Inference(InferenceData),
+    /// `validate_request`: `{"request": …}`.
+    ValidateRequest(InferenceData),
+    /// The other commands' small bodies.
+    Json(Value),
+}
+
+impl Serialize for Data {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Data::Inference(data) => data.serialize(serializer),
+            Data::ValidateRequest(data) => {
+                use serde::ser::SerializeMap;
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("request", data)?;
+                map.end()
+            }
+            Data::Json(value) => value.serialize(serializer),
+        }
+    }
+}
+
+impl Message {
+    /// The envelope, its `data` built as JSON (the strings moved, not copied).
+    pub fn into_envelope(self) -> Envelope {
+        Envelope {
+            message_type: self.message_type.to_owned(),
+            request_id: self.request_id,
+            data: self.data.into_json(),
+        }
+    }
+}
+
+impl IntoJson for Data {
+    fn into_json(self) -> Value {
+        match self {
+            Data::Inference(data) => data.into_json(),
+            Data::ValidateRequest(data) => {
+                let mut o = Object::with_capacity(1);
+                put(&mut o, "request", data);
+                Value::Object(o)
+            }
+            Data::Json(value) => value,
+        }
+    }
+}
+
 /// `data` of an `inference_request`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct InferenceData {

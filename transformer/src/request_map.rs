@@ -11,8 +11,9 @@ use crate::csharp::{
     self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting,
 };
 use crate::error::{parse_document, parse_document_hashed, Errors, FieldError, Result};
+use crate::flat::Flat;
 use crate::json::{Fnv, Json};
-use crate::python::{self, Envelope, InferenceData, IntoJson};
+use crate::python::{self, Data, Envelope, InferenceData};
 use crate::read::Ctx;
 use crate::report::{DefaultApplied, Mapped, MappingReport, Reported};
 use crate::{commands, schedulers, Schema};
@@ -60,16 +61,82 @@ pub struct MapOptions {
 }
 
 /// A mapped message: the Python v2 envelope and what became of each field.
-#[derive(Debug, Clone, PartialEq)]
+///
+/// The message is kept as the mapping made it ([`python::Message`], already checked against the
+/// v2 schema); its [`Envelope`] (with `data` as a `Value`) is built when first asked for, and
+/// [`Mapping::write_json`] writes the JSON text without it.
 pub struct Mapping {
-    pub message: Envelope,
+    typed: python::Message,
+    envelope: OnceLock<Envelope>,
     /// The mapping report; [`transform_request`] builds it when first read.
     pub report: Report,
 }
 
 impl Mapping {
+    fn new(typed: python::Message, report: Report) -> Mapping {
+        Mapping {
+            typed,
+            envelope: OnceLock::new(),
+            report,
+        }
+    }
+
+    /// The Python v2 envelope (built now if it was not).
+    pub fn message(&self) -> &Envelope {
+        self.envelope
+            .get_or_init(|| self.typed.clone().into_envelope())
+    }
+
+    /// The Python v2 envelope, owned.
+    pub fn into_message(self) -> Envelope {
+        match self.envelope.into_inner() {
+            Some(envelope) => envelope,
+            None => self.typed.into_envelope(),
+        }
+    }
+
+    /// The message as the mapping made it (`data` typed).
+    pub fn typed(&self) -> &python::Message {
+        &self.typed
+    }
+
     pub fn message_json(&self) -> Value {
-        serde_json::to_value(&self.message).unwrap_or(Value::Null)
+        serde_json::to_value(self.message()).unwrap_or(Value::Null)
+    }
+
+    /// Writes the message's JSON text (the same text as serialising [`Mapping::message`]),
+    /// compact or pretty, without building its `Value`.
+    pub fn write_json<W: std::io::Write>(&self, writer: W, pretty: bool) -> serde_json::Result<()> {
+        if pretty {
+            serde_json::to_writer_pretty(writer, &self.typed)
+        } else {
+            serde_json::to_writer(writer, &self.typed)
+        }
+    }
+}
+
+impl Clone for Mapping {
+    fn clone(&self) -> Self {
+        Mapping {
+            typed: self.typed.clone(),
+            envelope: self.envelope.clone(),
+            report: self.report.clone(),
+        }
+    }
+}
+
+impl PartialEq for Mapping {
+    fn eq(&self, other: &Self) -> bool {
+        self.typed == other.typed && self.report == other.report
+    }
+}
+
+impl fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mapping")
+            .field("message", self.message())
+            .field("report", &self.report)
+            .finish()
     }
 }
 
@@ -179,16 +246,13 @@ pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> 
             (message, Report::ready(report))
         }
     };
-    Ok(Mapping { message, report })
+    Ok(Mapping::new(message, report))
 }
 
 /// Maps one C# message to the Python v2 envelope; all errors of the message at once.
 pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
     let (message, report) = map_document(&Json::from_value(input), None, options, true)?;
-    Ok(Mapping {
-        message,
-        report: Report::ready(report),
-    })
+    Ok(Mapping::new(message, Report::ready(report)))
 }
 
 /// The mapping of a parsed message. `compact_fnv`: the FNV-1a 64 hash of its compact text, if
@@ -199,7 +263,7 @@ fn map_document(
     compact_fnv: Option<u64>,
     options: &MapOptions,
     record: bool,
-) -> Result<(Envelope, MappingReport)> {
+) -> Result<(python::Message, MappingReport)> {
     let mut ctx = if record {
         Ctx::default()
     } else {
@@ -235,56 +299,48 @@ fn map_document(
         });
     }
     report.warnings = ctx.warnings;
-    // The envelope's JSON, built as its derived `Serialize` writes it (same keys, same order),
-    // moving `data` in instead of serialising the envelope (and `data`) a second time.
-    let mut json = serde_json::Map::with_capacity(3);
-    json.insert(
-        "message_type".into(),
-        Value::String(command.message_type.to_string()),
-    );
-    json.insert("request_id".into(), Value::String(request_id));
-    json.insert("data".into(), data);
-    let json = Value::Object(json);
+    let message = python::Message {
+        message_type: command.message_type,
+        request_id,
+        data,
+    };
     // The output must satisfy the v2 schema; a failure here is a bug of this crate, reported
-    // as such instead of sending an invalid message on.
-    if let Err(errors) = Schema::PythonRequest.validate(&json) {
-        return Err(Errors {
-            errors: errors
-                .errors
-                .into_iter()
-                .map(|mut e| {
-                    e.rule = "internal";
-                    e.message = format!(
-                        "mapped output violates the v2 schema at {}: {}",
-                        e.path, e.message
-                    );
-                    e.path = String::new();
-                    e
-                })
-                .collect(),
-        });
+    // as such instead of sending an invalid message on. Checked on its flat document (no
+    // `Value`); only a failure builds the `Value`, for the schema's own error messages.
+    let valid = Flat::from_serialize(&message, 96)
+        .is_ok_and(|flat| Schema::PythonRequest.is_valid_flat(&flat));
+    if !valid {
+        return Err(output_violates_schema(&message));
     }
-    // Valid: the envelope takes its three members back out of the validated JSON, in the
-    // order they were put in (no copies, no lookups).
-    let Value::Object(json) = json else {
-        unreachable!("built as an object above")
+    Ok((message, report))
+}
+
+/// The errors of a mapped message that fails the v2 schema (a bug of this crate).
+#[cold]
+fn output_violates_schema(message: &python::Message) -> Errors {
+    let json = serde_json::to_value(message).unwrap_or(Value::Null);
+    let errors = match Schema::PythonRequest.validate(&json) {
+        Err(errors) => errors.errors,
+        Ok(()) => vec![FieldError::new(
+            "",
+            "schema",
+            "its flat document fails the v2 schema, its Value passes",
+        )],
     };
-    let mut members = json.into_iter().map(|(_, value)| value);
-    let mut string = || match members.next() {
-        Some(Value::String(s)) => s,
-        _ => unreachable!("message_type and request_id are strings"),
-    };
-    let message_type = string();
-    let request_id = string();
-    let data = members.next().unwrap_or(Value::Null);
-    Ok((
-        Envelope {
-            message_type,
-            request_id,
-            data,
-        },
-        report,
-    ))
+    Errors {
+        errors: errors
+            .into_iter()
+            .map(|mut e| {
+                e.rule = "internal";
+                e.message = format!(
+                    "mapped output violates the v2 schema at {}: {}",
+                    e.path, e.message
+                );
+                e.path = String::new();
+                e
+            })
+            .collect(),
+    }
 }
 
 struct Mapper<'m> {
@@ -510,17 +566,18 @@ impl Mapper<'_> {
 
     /// The message's `data`. Strings of the request are moved into it (the request is not used
     /// after this).
-    fn map_body(&mut self, body: &mut Body, action: Action, request_id: &str) -> Value {
-        match body {
+    fn map_body(&mut self, body: &mut Body, action: Action, request_id: &str) -> Data {
+        Data::Json(match body {
             Body::Generate(request) => {
-                let data = self.inference(request, request_id, "/data", action);
-                inference_json(data)
+                return Data::Inference(self.inference(request, request_id, "/data", action));
             }
             Body::ValidateRequest(request) => {
-                let data = self.inference(request, request_id, "/data/request", action);
-                let mut json = serde_json::Map::with_capacity(1);
-                json.insert("request".into(), inference_json(data));
-                Value::Object(json)
+                return Data::ValidateRequest(self.inference(
+                    request,
+                    request_id,
+                    "/data/request",
+                    action,
+                ));
             }
             Body::Initialize {
                 device_index,
@@ -588,7 +645,7 @@ impl Mapper<'_> {
                 Value::Object(data)
             }
             Body::NoFields => json!({}),
-        }
+        })
     }
 
     /// The `generate_sdxl_enhanced` request (or `generate_image`'s parameters) → `data`.
@@ -1671,20 +1728,6 @@ fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
 }
 
 /// `data` as its derived `Serialize` writes it, built directly (the strings moved, not copied).
-fn inference_json(data: InferenceData) -> Value {
-    // Checked in debug builds (every test): the same JSON text, key order included.
-    #[cfg(debug_assertions)]
-    let serialized = serde_json::to_string(&data).unwrap_or_default();
-    let json = data.into_json();
-    #[cfg(debug_assertions)]
-    assert_eq!(
-        serde_json::to_string(&json).unwrap_or_default(),
-        serialized,
-        "InferenceData::into_json differs from its Serialize"
-    );
-    json
-}
-
 /// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON, as
 /// `serde_json::to_writer` writes it). The text is hashed as it is walked, not built first.
 fn content_id(input: &Json<'_>, compact_fnv: Option<u64>) -> String {

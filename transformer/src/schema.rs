@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 use serde_json::Value;
 
 use crate::error::{Errors, FieldError, Result};
+use crate::flat::{Flat, FlatJson};
 
 /// One of the protocol's schemas.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -90,6 +91,26 @@ impl Schema {
                 panic!("embedded schema {} does not compile: {e}", self.file_name())
             })
         })
+    }
+
+    /// The same schema compiled for [`Flat`] documents (a message checked without building its
+    /// `Value`; the same keywords, the same answers).
+    pub fn flat_validator(self) -> &'static jsonschema::Validator<FlatJson> {
+        static VALIDATORS: [OnceLock<jsonschema::Validator<FlatJson>>; 5] =
+            [const { OnceLock::new() }; 5];
+        VALIDATORS[self as usize].get_or_init(|| {
+            jsonschema::options_for::<FlatJson>()
+                .with_draft(jsonschema::Draft::Draft202012)
+                .build(self.document())
+                .unwrap_or_else(|e| {
+                    panic!("embedded schema {} does not compile: {e}", self.file_name())
+                })
+        })
+    }
+
+    /// True when the document is valid: [`Schema::is_valid`] of its `Value`.
+    pub fn is_valid_flat(self, document: &Flat) -> bool {
+        self.flat_validator().is_valid(document.root())
     }
 
     /// True when `instance` is valid; cheaper than [`Schema::validate`].
@@ -191,6 +212,7 @@ mod tests {
                 schema.file_name()
             );
             let _ = schema.validator();
+            let _ = schema.flat_validator();
         }
     }
 }

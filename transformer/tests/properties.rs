@@ -7,11 +7,14 @@
 //! (e) mapping the bytes (`transform_request`, which reads them without recording paths and
 //! builds the report on demand) gives what mapping the parsed `Value` gives (message, report,
 //! errors);
+//! (f) a message checked as a [`Flat`] document gets the answer its `Value` gets, under every
+//! schema, and is written as the same text;
 //! and every v1-valid request is v2-valid.
 
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use transformer::csharp::{self, Casing, CsRequest, PromptWeighting};
+use transformer::flat::Flat;
 use transformer::request_map::{map_request, transform_request, MapOptions};
 use transformer::reverse::python_to_csharp;
 use transformer::{schedulers, Schema};
@@ -411,6 +414,41 @@ proptest! {
             transform_request(&bytes, &MapOptions::default()),
             map_request(&input, &MapOptions::default())
         );
+    }
+
+    #[test]
+    fn f_flat_documents_validate_as_their_values_do(r in request(), dialect in any::<u8>(), replace in any::<bool>(), at in 0usize..80, replacement in arb_json()) {
+        let mut message = map_request(&wire(&r, dialect), &MapOptions::default()).unwrap().message_json();
+        if replace {
+            let mut n = at;
+            replace_nth(&mut message, &mut n, &replacement);
+        }
+        let flat = Flat::from_serialize(&message, 8).unwrap();
+        prop_assert_eq!(&flat.to_value(), &message);
+        for schema in Schema::ALL {
+            prop_assert_eq!(
+                schema.is_valid_flat(&flat),
+                schema.is_valid(&message),
+                "{} on {:#}", schema.cli_name(), message
+            );
+        }
+    }
+
+    #[test]
+    fn f_the_typed_message_is_written_as_its_envelope(r in request(), dialect in any::<u8>()) {
+        let mapping = map_request(&wire(&r, dialect), &MapOptions::default()).unwrap();
+        for pretty in [false, true] {
+            let mut written = Vec::new();
+            mapping.write_json(&mut written, pretty).unwrap();
+            let expected = if pretty {
+                serde_json::to_vec_pretty(mapping.message())
+            } else {
+                serde_json::to_vec(mapping.message())
+            };
+            prop_assert_eq!(String::from_utf8(written).unwrap(), String::from_utf8(expected.unwrap()).unwrap());
+        }
+        let flat = Flat::from_serialize(mapping.typed(), 8).unwrap();
+        prop_assert_eq!(flat.to_value(), mapping.message_json());
     }
 
     #[test]

@@ -189,8 +189,8 @@ fn all_control_nets_are_kept_and_the_first_is_repeated_for_v1() {
 fn session_id_becomes_the_request_id() {
     let request = json!({"action": "get_status", "session_id": "0123456789abcdef"});
     let mapping = transformer::request_map::map_request(&request, &MapOptions::default()).unwrap();
-    assert_eq!(mapping.message.request_id, "0123456789abcdef");
-    assert_eq!(mapping.message.message_type, "status_request");
+    assert_eq!(mapping.message().request_id, "0123456789abcdef");
+    assert_eq!(mapping.message().message_type, "status_request");
 }
 
 #[test]

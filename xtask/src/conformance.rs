@@ -389,7 +389,7 @@ fn check_request(root: &Path, file: &Path) -> Result<Outcome> {
                 format!(
                     "{} → {} ({} mapped, {} defaults, {} reported, {} warnings){}",
                     r.dialect,
-                    mapping.message.message_type,
+                    mapping.message().message_type,
                     r.mapped.len(),
                     r.defaults.len(),
                     r.reported.len(),

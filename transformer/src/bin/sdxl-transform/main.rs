@@ -145,7 +145,14 @@ fn run(command: Command) -> Result<(), Errors> {
             if let Some(target) = report {
                 write_output(&target, &to_json(&mapping.report, true))?;
             }
-            print(&mapping.message_json(), pretty)
+            // Written from the typed message: the same text as its `Value`, without building it.
+            let mut stdout = std::io::stdout().lock();
+            // A closed pipe (`| head`) is not an input error; stop quietly.
+            let _ = mapping
+                .write_json(&mut stdout, pretty)
+                .map_err(std::io::Error::from)
+                .and_then(|()| writeln!(stdout));
+            Ok(())
         }
         Command::Response {
             file,
