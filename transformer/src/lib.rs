@@ -1,7 +1,8 @@
 //! The executable specification of the C# ↔ Python SDXL worker protocol.
 //!
 //! Data flow: C# JSON → [`csharp`] (parse case-insensitively into the typed C# request) →
-//! [`request_map`] (C# → Python v2, with a [`report::MappingReport`]) → [`schema`] validation →
+//! [`request_map`] (C# → Python v2, with a [`report::MappingReport`]) → [`schema`] validation (of
+//! the typed message as a [`flat`] document) →
 //! Python JSON. Replies come back through [`reply_map`].
 
 pub mod commands;

@@ -133,6 +133,23 @@ pub fn run(args: &[String]) -> Result<()> {
             if met { "met" } else { "NOT met" }
         );
     }
+    // What the CLI does per message: the same, and the JSON text written.
+    for case in benches::TRANSFORM_CASES {
+        let rust_us = criterion_median_ns(
+            &target_dir,
+            &format!("transform_validate_write/{}", case.name),
+        )? / 1000.0;
+        let python_us = python_report["python_jsonschema"][case.name]["median_us"]
+            .as_f64()
+            .context("Python report without this case")?;
+        println!(
+            "{:<26} {:>9.2} µs {:>11.1} µs {:>8.1}×  (+ JSON text written)",
+            case.name,
+            rust_us,
+            python_us,
+            python_us / rust_us,
+        );
+    }
     println!(
         "(python {} with jsonschema {}, {})",
         python_report["versions"]["python"].as_str().unwrap_or("?"),
