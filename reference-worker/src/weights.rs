@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use safetensors::tensor::{Dtype, Metadata};
 use safetensors::{SafeTensorError, SafeTensors};
 use serde_json::Value;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 use crate::error::{Error, Result};
 
@@ -140,6 +140,49 @@ impl SafetensorsFile {
                 Error::Torch(format!("{}: tensor `{name}`: {error}", self.path.display()))
             })?;
         Ok(tensor)
+    }
+
+    /// The tensor `name` converted to `kind`, at the address Python's
+    /// `safetensors.torch.load_file` gives it when no conversion is needed.
+    ///
+    /// `load_file` maps the whole file (a page-aligned buffer) and hands out each tensor as a
+    /// view into it, so the tensor's data starts at its file offset (8 + header length + its
+    /// `data_offsets` start) modulo the page size; a module that keeps the tensor itself
+    /// (diffusers' `load_lora_weights` does: peft loads the adapter with `assign=True`) computes
+    /// with data at that alignment. The CPU BLAS kernels round differently depending on it (a
+    /// `[1, k] @ [k, r]` product, e.g. a LoRA branch of the time embedding at batch 1, changes
+    /// in the last bit when its weight moves from a 16-byte boundary to 12 bytes past one), so
+    /// this places the tensor at the same address modulo 64 (the CPU allocator's alignment) in
+    /// a buffer of its own. A converted tensor is a fresh allocation in Python too, as
+    /// [`Self::tensor`] returns it. A tensor whose offset is not a multiple of its element size
+    /// (Python would compute with it unaligned) is not reproduced: it gets a fresh allocation.
+    pub fn tensor_as_mapped(&self, name: &str, kind: Kind) -> Result<Tensor> {
+        /// c10's CPU allocator alignment: every fresh tensor starts at a multiple of it.
+        const ALLOCATION_ALIGNMENT: usize = 64;
+        let tensor = self.tensor(name, kind)?;
+        let Some((info, range)) = self.tensors.get(name) else {
+            return Ok(tensor);
+        };
+        let element = kind.elt_size_in_bytes();
+        let misalignment = (self.data_start + range.start) % ALLOCATION_ALIGNMENT;
+        if stored_kind(info.dtype) != Some(kind) || misalignment == 0 || misalignment % element != 0
+        {
+            return Ok(tensor);
+        }
+        let lead = i64::try_from(misalignment / element).expect("under 64 elements");
+        let placed = Tensor::f_empty([lead + info.numel()], (kind, Device::Cpu))
+            .and_then(|buffer| buffer.f_narrow(0, lead, info.numel()))
+            .and_then(|flat| flat.f_view(info.shape.as_slice()))
+            .and_then(|mut placed| {
+                placed.f_copy_(&tensor)?;
+                // Not an autograd view of the buffer: a view reports its base's `requires_grad`,
+                // and the caller's flag must be the tensor's own (ATen's matmul reads it).
+                placed.f_detach()
+            })
+            .map_err(|error| {
+                Error::Torch(format!("{}: tensor `{name}`: {error}", self.path.display()))
+            })?;
+        Ok(placed)
     }
 
     /// The tensor `name` converted to `kind`, which must have shape `expected` (computed from

@@ -273,3 +273,41 @@ fn fixture_unet_loads_as_float32() {
     assert_eq!(conv_in.kind(), Kind::Float);
     assert!(conv_in.abs().max().double_value(&[]) > 0.0);
 }
+
+/// diffusers' LoRAs compute with the tensors `safetensors.torch.load_file` returns, views into
+/// the page-aligned mapped file, and CPU BLAS rounds by the data's alignment:
+/// `tensor_as_mapped` puts an unconverted tensor at its file offset modulo 64, with the same
+/// values, as a tensor of its own (not an autograd view of its buffer, whose `requires_grad`
+/// would be the buffer's); a converted tensor is a fresh allocation, as Python's `.to(dtype)`.
+#[test]
+fn unconverted_tensors_sit_at_their_file_offset_modulo_64() {
+    let path = util::project_root().join("fixtures/loras/kohya_sgm.safetensors");
+    let bytes = std::fs::read(&path).unwrap();
+    let header_len = usize::try_from(u64::from_le_bytes(bytes[..8].try_into().unwrap())).unwrap();
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + header_len]).unwrap();
+    let file = SafetensorsFile::open(&path).unwrap();
+    let _guard = tch::no_grad_guard();
+    let mut off_boundary = 0;
+    for name in file.names() {
+        let begin = header[name]["data_offsets"][0].as_u64().unwrap();
+        let expected = (8 + header_len + usize::try_from(begin).unwrap()) % 64;
+        off_boundary += usize::from(expected != 0);
+        let mapped = file.tensor_as_mapped(name, Kind::Float).unwrap();
+        assert!(
+            mapped.equal(&file.tensor(name, Kind::Float).unwrap()),
+            "{name}"
+        );
+        assert_eq!(mapped.data_ptr() as usize % 64, expected, "{name}");
+        let mapped = mapped.set_requires_grad(true);
+        assert!(
+            mapped.view([-1]).requires_grad(),
+            "{name}: a view's flag is its base's"
+        );
+        let converted = file.tensor_as_mapped(name, Kind::BFloat16).unwrap();
+        assert_eq!(converted.data_ptr() as usize % 64, 0, "{name}");
+    }
+    assert!(
+        off_boundary > 0,
+        "the fixture has tensors off a 64-byte boundary"
+    );
+}

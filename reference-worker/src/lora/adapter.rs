@@ -746,8 +746,11 @@ fn build_module(
     // `torch.no_grad()`, and ATen's matmul reads that flag to decide whether to fold a strided
     // 3-D input into one matrix (a copy, then mm) or to run a batched product, which round
     // differently (Transformer2DModel's `proj_in` gets such an input). Same flag, same path.
-    let half =
-        |key: &str| -> Result<tch::Tensor> { Ok(file.tensor(key, kind)?.set_requires_grad(true)) };
+    // peft keeps the tensors `load_file` returned (views into the mapped file) when no dtype
+    // conversion is needed, and BLAS rounds by their alignment: same address modulo 64.
+    let half = |key: &str| -> Result<tch::Tensor> {
+        Ok(file.tensor_as_mapped(key, kind)?.set_requires_grad(true))
+    };
     Ok(AdapterModule {
         component: found.component,
         down: half(&found.down_key)?,

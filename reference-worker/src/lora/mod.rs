@@ -42,7 +42,13 @@
 //! padding and a 1×1 conv `B`. The halves are flagged `requires_grad` like peft's Parameters
 //! (no graph is built under no-grad): ATen's matmul reads that flag when it decides how to
 //! multiply a strided input (Transformer2DModel's `proj_in` gets one), and the two ways round
-//! differently. The base weights are never modified, so switching or dropping
+//! differently. The halves also sit at the address peft computes with: diffusers keeps the tensors
+//! `safetensors.torch.load_file` returns, views into the page-aligned mapped file, unless it
+//! converts their dtype, and the CPU BLAS kernels round by the data's alignment (a `[1, k]`
+//! input, the time embedding's at batch 1, changes in the last bit), so an unconverted half is
+//! placed at its file offset modulo 64
+//! ([`SafetensorsFile::tensor_as_mapped`](crate::weights::SafetensorsFile::tensor_as_mapped)).
+//! The base weights are never modified, so switching or dropping
 //! LoRAs between requests needs no reload and leaves no drift: an empty slot computes exactly
 //! `base(x)`.
 
