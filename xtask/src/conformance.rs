@@ -2,8 +2,9 @@
 //! reply fixture through the transformer and checks each against what its folder promises, runs
 //! the seed example end to end (C# → transformer → reference worker → C#), checks every golden
 //! image (`regenerate-goldens --check`), compares the reference worker with diffusers on the
-//! parity cases and on the goldens' requests, prints the field-coverage table and one pass/fail
-//! line per feature, and fails when any check fails.
+//! parity cases, on the goldens' requests and on a few random requests (`parity --random`, seeded
+//! from the commit or `SDXL_PARITY_SEED`), prints the field-coverage table and one pass/fail line
+//! per feature, and fails when any check fails.
 //!
 //! Folder promises: `fixtures/requests/{dialects,seed,commands}/` map to a v2-valid message;
 //! `fixtures/requests/invalid/` and `fixtures/replies/invalid/` are rejected with errors that
@@ -12,6 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
@@ -128,6 +130,32 @@ struct Outcome {
     pass: bool,
 }
 
+/// Random requests (`parity --random`) the main job renders on both sides.
+const RANDOM_PARITY_CASES: usize = 6;
+
+/// The seed of the main job's random parity requests: `SDXL_PARITY_SEED` when set, else the
+/// first 16 hex digits of the checked-out commit (a new draw per commit, the same on a rerun),
+/// else 1.
+fn random_parity_seed(root: &Path) -> u64 {
+    if let Some(seed) = std::env::var("SDXL_PARITY_SEED")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+    {
+        return seed;
+    }
+    Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| {
+            let text = String::from_utf8_lossy(&o.stdout);
+            u64::from_str_radix(text.trim().get(..16)?, 16).ok()
+        })
+        .unwrap_or(1)
+}
+
 pub fn run(args: &[String]) -> Result<()> {
     let mut json_output = false;
     for arg in args {
@@ -170,9 +198,14 @@ pub fn run(args: &[String]) -> Result<()> {
     let venv = setup::ensure()?;
     let parity_rows = parity::case_rows(&venv, None)?;
     let golden_parity_rows = parity::golden_rows(&venv, None)?;
+    // And a few requests nobody wrote, different on every commit (reproducible from the seed).
+    let random_seed = random_parity_seed(&root);
+    let random_rows = parity::random_rows(&venv, RANDOM_PARITY_CASES, random_seed)?;
+    let random_kind = format!("random parity (seed {random_seed})");
     for (kind, rows) in [
         ("parity", &parity_rows),
         ("golden vs diffusers", &golden_parity_rows),
+        (random_kind.as_str(), &random_rows),
     ] {
         for row in rows {
             outcomes.push(Outcome {
@@ -207,6 +240,10 @@ pub fn run(args: &[String]) -> Result<()> {
                         "report": golden_check.report},
             "parity": {"images": parity_rows.len(), "passed": parity::summary(&parity_rows).0,
                        "bit_identical": parity::summary(&parity_rows).1},
+            "random_parity": {"seed": random_seed, "cases": RANDOM_PARITY_CASES,
+                              "images": random_rows.len(),
+                              "passed": parity::summary(&random_rows).0,
+                              "bit_identical": parity::summary(&random_rows).1},
             "goldens_vs_diffusers": {"images": golden_parity_rows.len(),
                                      "passed": parity::summary(&golden_parity_rows).0,
                                      "bit_identical": parity::summary(&golden_parity_rows).1},
@@ -253,6 +290,13 @@ pub fn run(args: &[String]) -> Result<()> {
                 &parity_rows,
             ),
             ("goldens against diffusers", &golden_parity_rows),
+            (
+                &format!(
+                    "parity on {RANDOM_PARITY_CASES} random requests \
+                     (`cargo xtask parity --random {RANDOM_PARITY_CASES} --seed {random_seed}`)"
+                ),
+                &random_rows,
+            ),
         ] {
             let (passed, identical) = parity::summary(rows);
             let worst = rows
