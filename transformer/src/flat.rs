@@ -357,41 +357,28 @@ impl ser::Serializer for &mut Writer {
     }
 }
 
-impl ser::SerializeSeq for &mut Writer {
-    type Ok = ();
-    type Error = FlatError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FlatError> {
-        self.close();
-        Ok(())
-    }
+/// The sequence-like serde traits: each element a value, `end` closes the array.
+macro_rules! elements {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for &mut Writer {
+            type Ok = ();
+            type Error = FlatError;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
+                value.serialize(&mut **self)
+            }
+            fn end(self) -> Result<(), FlatError> {
+                self.close();
+                Ok(())
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for &mut Writer {
-    type Ok = ();
-    type Error = FlatError;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FlatError> {
-        self.close();
-        Ok(())
-    }
-}
-
-impl ser::SerializeTupleStruct for &mut Writer {
-    type Ok = ();
-    type Error = FlatError;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
-        value.serialize(&mut **self)
-    }
-    fn end(self) -> Result<(), FlatError> {
-        self.close();
-        Ok(())
-    }
-}
+elements!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field
+);
 
 impl ser::SerializeTupleVariant for &mut Writer {
     type Ok = ();
@@ -462,6 +449,15 @@ impl ser::SerializeStructVariant for &mut Writer {
 /// A map key as text: strings, and the scalars serde_json also writes as keys.
 struct KeyName;
 
+/// [`KeyName`]'s scalars, written as their text.
+macro_rules! key_as_text {
+    ($($method:ident: $t:ty),*) => {$(
+        fn $method(self, v: $t) -> Result<String, FlatError> {
+            Ok(v.to_string())
+        }
+    )*};
+}
+
 impl KeyName {
     fn refuse<T>() -> Result<T, FlatError> {
         Err(FlatError("key must be a string".into()))
@@ -485,33 +481,17 @@ impl ser::Serializer for KeyName {
     fn serialize_char(self, v: char) -> Result<String, FlatError> {
         Ok(v.to_string())
     }
-    fn serialize_bool(self, v: bool) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i8(self, v: i8) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i16(self, v: i16) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i32(self, v: i32) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_i64(self, v: i64) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u8(self, v: u8) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u16(self, v: u16) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u32(self, v: u32) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
-    fn serialize_u64(self, v: u64) -> Result<String, FlatError> {
-        Ok(v.to_string())
-    }
+    key_as_text!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64
+    );
     fn serialize_f32(self, _v: f32) -> Result<String, FlatError> {
         KeyName::refuse()
     }
