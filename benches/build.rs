@@ -28,5 +28,7 @@ fn main() {
     let Ok(lib) = fs::canonicalize(&lib) else {
         return;
     };
+    // And when that directory goes (an old cached venv deleted), link again.
+    println!("cargo:rerun-if-changed={}", lib.display());
     println!("cargo:rustc-link-arg-benches=-Wl,-rpath,{}", lib.display());
 }

@@ -36,6 +36,9 @@ fn main() {
         .parent()
         .unwrap_or_else(|| fail(&format!("{} has no parent", lib.display())));
     check_version(torch);
+    // Built against this directory: when it goes (an old cached venv deleted), link again,
+    // against whatever `.venv` holds now, instead of keeping a binary without its libraries.
+    println!("cargo:rerun-if-changed={}", lib.display());
 
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
 
