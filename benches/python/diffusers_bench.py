@@ -36,6 +36,9 @@ ORACLE = Path(__file__).resolve().parents[2] / "fixtures" / "oracle" / "render.p
 
 def load_oracle():
     # The oracle's request semantics (seeds, defaults, negative prompt) are the ones to time.
+    # render.py imports its sibling `prompts` as a script would: its folder goes on the path.
+    if str(ORACLE.parent) not in sys.path:
+        sys.path.insert(0, str(ORACLE.parent))
     spec = importlib.util.spec_from_file_location("oracle_render", ORACLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
