@@ -283,28 +283,23 @@ fn draw_features(rng: &mut SplitMix64, data: &mut Value) -> Vec<String> {
     } else {
         tokens.join(" and ")
     };
-    match rng.below(3) {
-        0 => {
-            let w = rng.uniform(0.5, 1.5);
-            data["prompt"] = json!(format!(
-                "({subject}:{w:.2}) on a [rocky] coast, ((stormy sky)), \\(calm\\)"
-            ));
-            data["prompt_attention"] = json!("a1111");
-            drawn.push(format!("a1111 ({w:.2})"));
-        }
-        1 => {
-            let w = rng.uniform(0.5, 1.5);
-            data["prompt"] = json!(format!(
-                "({subject}){w:.2} on a rocky+ coast, (stormy sky)-- at dawn"
-            ));
-            data["prompt_attention"] = json!("compel");
-            drawn.push(format!("compel ({w:.2})"));
-        }
-        _ => {
-            if !tokens.is_empty() {
-                data["prompt"] = json!(format!("{subject} on a rocky coast"));
-            }
-        }
+    let weighting = match rng.below(3) {
+        0 => Some("a1111"),
+        1 => Some("compel"),
+        _ => None,
+    };
+    if let Some(syntax) = weighting {
+        let w = rng.uniform(0.5, 1.5);
+        let prompt = if syntax == "a1111" {
+            format!("({subject}:{w:.2}) on a [rocky] coast, ((stormy sky)), \\(calm\\)")
+        } else {
+            format!("({subject}){w:.2} on a rocky+ coast, (stormy sky)-- at dawn")
+        };
+        data["prompt"] = json!(prompt);
+        data["prompt_attention"] = json!(syntax);
+        drawn.push(format!("{syntax} ({w:.2})"));
+    } else if !tokens.is_empty() {
+        data["prompt"] = json!(format!("{subject} on a rocky coast"));
     }
     drawn
 }
