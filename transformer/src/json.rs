@@ -308,15 +308,19 @@ impl<'a> Plain<'a> {
     /// Below serde_json's recursion limit (128), so that deeper text gets its error.
     const MAX_DEPTH: usize = 64;
 
-    fn parse(text: &'a str) -> Option<(Json<'a>, Option<u64>)> {
-        let mut parser = Plain {
+    fn new(text: &'a str) -> Plain<'a> {
+        Plain {
             text,
             bytes: text.as_bytes(),
             pos: 0,
             depth: 0,
             fnv: Fnv::default(),
             repeated_key: false,
-        };
+        }
+    }
+
+    fn parse(text: &'a str) -> Option<(Json<'a>, Option<u64>)> {
+        let mut parser = Plain::new(text);
         parser.whitespace();
         let value = parser.value()?;
         parser.whitespace();
@@ -750,6 +754,231 @@ impl<'de> Visitor<'de> for KeyVisitor {
 
     fn visit_string<E: de::Error>(self, value: String) -> Result<Self::Value, E> {
         Ok(Cow::Owned(value))
+    }
+}
+
+/// What the next value of a [`Pull`] reader is, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    Null,
+    Bool,
+    Number,
+    String,
+    Array,
+    Object,
+}
+
+/// Plain text read value by value in document order, without building a document: the same
+/// reading (and the same hash of the compact text) as [`Json::parse_hashed`]'s parser, for a
+/// reader that knows which values it wants. Every method gives `None` (or `false`) for what
+/// it does not read exactly as that parser does, and the caller then parses the text whole.
+///
+/// Unlike the document, a repeated key is not resolved: [`Pull::object`] gives up on one.
+pub(crate) struct Pull<'a> {
+    plain: Plain<'a>,
+}
+
+/// The keys of one object read so far, to find a repeated one.
+struct Keys<'a> {
+    keys: [&'a str; Keys::MAX],
+    len: usize,
+    /// A bit per key length and first byte (mod 64), as in [`MembersBuilder`].
+    seen: u64,
+}
+
+impl<'a> Keys<'a> {
+    const MAX: usize = 32;
+
+    fn new() -> Self {
+        Keys {
+            keys: [""; Keys::MAX],
+            len: 0,
+            seen: 0,
+        }
+    }
+
+    /// `None` when `key` is there already, or when there are more keys than are kept.
+    fn insert(&mut self, key: &'a str) -> Option<()> {
+        let bit = 1u64 << ((key.len() * 7 + usize::from(key.bytes().next().unwrap_or(0))) % 64);
+        if self.seen & bit != 0 && self.keys[..self.len].contains(&key) {
+            return None;
+        }
+        self.seen |= bit;
+        *self.keys.get_mut(self.len)? = key;
+        self.len += 1;
+        Some(())
+    }
+}
+
+impl<'a> Pull<'a> {
+    pub(crate) fn new(text: &'a str) -> Pull<'a> {
+        let mut plain = Plain::new(text);
+        plain.whitespace();
+        Pull { plain }
+    }
+
+    /// The end of the text: the FNV-1a 64 hash of the compact text of everything read, when
+    /// only whitespace is left.
+    pub(crate) fn finish(mut self) -> Option<u64> {
+        self.plain.whitespace();
+        (self.plain.pos == self.plain.bytes.len() && !self.plain.repeated_key)
+            .then_some(self.plain.fnv.0)
+    }
+
+    pub(crate) fn next(&self) -> Option<Next> {
+        Some(match self.plain.peek()? {
+            b'n' => Next::Null,
+            b't' | b'f' => Next::Bool,
+            b'-' | b'0'..=b'9' => Next::Number,
+            b'"' => Next::String,
+            b'[' => Next::Array,
+            b'{' => Next::Object,
+            _ => return None,
+        })
+    }
+
+    /// Reads a `null`: false (nothing read) when the next value is not one.
+    pub(crate) fn null(&mut self) -> bool {
+        self.plain.peek() == Some(b'n') && self.plain.literal(b"null").is_some()
+    }
+
+    pub(crate) fn boolean(&mut self) -> Option<bool> {
+        match self.plain.peek()? {
+            b't' => self.plain.literal(b"true").map(|()| true),
+            b'f' => self.plain.literal(b"false").map(|()| false),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn number(&mut self) -> Option<Number> {
+        match self.next()? {
+            Next::Number => match self.plain.number()? {
+                Json::Number(n) => Some(n),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+
+    pub(crate) fn string(&mut self) -> Option<Cow<'a, str>> {
+        if self.plain.peek()? != b'"' {
+            return None;
+        }
+        self.plain.pos += 1;
+        match self.plain.plain_string() {
+            Some(s) => Some(Cow::Borrowed(s)),
+            None => self.plain.string(),
+        }
+    }
+
+    /// Reads the next value, whatever it is, and forgets it.
+    pub(crate) fn skip(&mut self) -> Option<()> {
+        let mut skipped = Json::Null;
+        self.plain.value_into(&mut skipped)
+    }
+
+    /// Reads an object: `read` is given each member's key and the reader at its value, which
+    /// `read` reads or leaves (then skipped). `None` when the next value is not an object, a
+    /// key has an escape or repeats, or `read` gives up.
+    pub(crate) fn object(
+        &mut self,
+        mut read: impl FnMut(&'a str, &mut Self) -> Option<()>,
+    ) -> Option<()> {
+        if self.plain.peek()? != b'{' {
+            return None;
+        }
+        self.open(b"{")?;
+        let mut keys = Keys::new();
+        if self.plain.peek()? == b'}' {
+            self.plain.pos += 1;
+        } else {
+            loop {
+                if self.plain.peek()? != b'"' {
+                    return None;
+                }
+                self.plain.pos += 1;
+                let key = self.plain.plain_string()?;
+                keys.insert(key)?;
+                self.plain.whitespace();
+                if self.plain.peek()? != b':' {
+                    return None;
+                }
+                self.plain.pos += 1;
+                self.plain.fnv.bytes(b":");
+                self.plain.whitespace();
+                self.element(|pull| read(key, pull))?;
+                if self.separator(b'}')? {
+                    break;
+                }
+            }
+        }
+        self.close(b"}");
+        Some(())
+    }
+
+    /// Reads an array: `read` is given the reader at each element, which it reads or leaves
+    /// (then skipped). `None` when the next value is not an array or `read` gives up.
+    pub(crate) fn array(&mut self, mut read: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if self.plain.peek()? != b'[' {
+            return None;
+        }
+        self.open(b"[")?;
+        if self.plain.peek()? == b']' {
+            self.plain.pos += 1;
+        } else {
+            loop {
+                self.element(&mut read)?;
+                if self.separator(b']')? {
+                    break;
+                }
+            }
+        }
+        self.close(b"]");
+        Some(())
+    }
+
+    fn open(&mut self, bracket: &[u8]) -> Option<()> {
+        self.plain.depth += 1;
+        if self.plain.depth > Plain::MAX_DEPTH {
+            return None;
+        }
+        self.plain.pos += 1;
+        self.plain.fnv.bytes(bracket);
+        self.plain.whitespace();
+        Some(())
+    }
+
+    fn close(&mut self, bracket: &[u8]) {
+        self.plain.fnv.bytes(bracket);
+        self.plain.depth -= 1;
+    }
+
+    /// One member's value or element, read by `read` or else skipped.
+    fn element(&mut self, read: impl FnOnce(&mut Self) -> Option<()>) -> Option<()> {
+        let at = self.plain.pos;
+        read(self)?;
+        if self.plain.pos == at {
+            self.skip()?;
+        }
+        Some(())
+    }
+
+    /// After a value: `,` (false, more follow) or the closing `end` (true).
+    fn separator(&mut self, end: u8) -> Option<bool> {
+        self.plain.whitespace();
+        match self.plain.peek()? {
+            b',' => {
+                self.plain.pos += 1;
+                self.plain.fnv.bytes(b",");
+                self.plain.whitespace();
+                Some(false)
+            }
+            b if b == end => {
+                self.plain.pos += 1;
+                Some(true)
+            }
+            _ => None,
+        }
     }
 }
 

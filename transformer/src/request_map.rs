@@ -235,9 +235,23 @@ impl serde::Serialize for Report {
 /// Bytes in (any accepted C# message), Python v2 out.
 ///
 /// The input is mapped without recording where each field came from; the report is built when
-/// first read (see [`Report`]). An input with errors is mapped a second time, recording, for
-/// the errors' paths.
+/// first read (see [`Report`]). The usual HTTP body is read straight from its text, without
+/// building its document ([`csharp::http_body`]); anything else, or an input with errors, is
+/// parsed into its document and read fully. An input with errors is mapped a second time,
+/// recording, for the errors' paths.
 pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
+    if let Some((request, hash)) = std::str::from_utf8(bytes).ok().and_then(csharp::http_body) {
+        let message = CsMessage {
+            dialect: Dialect::HttpBody,
+            action: Action::GenerateSdxlEnhanced,
+            session_id: None,
+            body: Body::Generate(Box::new(request)),
+            locations: Locations::new(),
+        };
+        if let Ok((message, _)) = map_message(Ctx::unrecorded(), message, || hash, options) {
+            return Ok(Mapping::new(message, Report::deferred(bytes, options)));
+        }
+    }
     let (input, compact_fnv) = parse_document_hashed(bytes)?;
     let (message, report) = match map_document(&input, compact_fnv, options, false) {
         Ok((message, _)) => (message, Report::deferred(bytes, options)),
@@ -270,9 +284,28 @@ fn map_document(
         Ctx::unrecorded()
     };
     let parsed = csharp::parse_document(&mut ctx, input);
-    let Some(mut message) = parsed else {
+    let Some(message) = parsed else {
         return Err(Errors { errors: ctx.errors });
     };
+    let content_hash = || {
+        compact_fnv.unwrap_or_else(|| {
+            let mut hash = Fnv::default();
+            hash.compact(input);
+            hash.0
+        })
+    };
+    map_message(ctx, message, content_hash, options)
+}
+
+/// The mapping of a C# message read with `ctx` (which says whether to record). `content_hash`:
+/// the FNV-1a 64 hash of the input's compact text, asked for when the request id is derived.
+fn map_message(
+    ctx: Ctx,
+    mut message: CsMessage,
+    content_hash: impl FnOnce() -> u64,
+    options: &MapOptions,
+) -> Result<(python::Message, MappingReport)> {
+    let record = ctx.record;
     let command = commands::by_action(message.action);
     let mut mapper = Mapper {
         ctx,
@@ -288,7 +321,7 @@ fn map_document(
         },
         dialect: message.dialect,
     };
-    let request_id = mapper.request_id(&message, input, compact_fnv, options);
+    let request_id = mapper.request_id(&message, content_hash, options);
     let data = mapper.map_body(&mut message.body, message.action, &request_id);
     let Mapper {
         ctx, mut report, ..
@@ -542,8 +575,7 @@ impl Mapper<'_> {
     fn request_id(
         &mut self,
         message: &CsMessage,
-        input: &Json<'_>,
-        compact_fnv: Option<u64>,
+        content_hash: impl FnOnce() -> u64,
         options: &MapOptions,
     ) -> String {
         if let Some(session_id) = &message.session_id {
@@ -553,7 +585,7 @@ impl Mapper<'_> {
         if let Some(id) = &options.request_id {
             return id.clone();
         }
-        let id = content_id(input, compact_fnv);
+        let id = content_id(content_hash());
         self.defaulted(
             format_args!("/request_id"),
             &id,
@@ -1727,15 +1759,9 @@ fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
         .collect()
 }
 
-/// `data` as its derived `Serialize` writes it, built directly (the strings moved, not copied).
-/// 16 hex digits derived from the message (FNV-1a 64 over its compact JSON, as
-/// `serde_json::to_writer` writes it). The text is hashed as it is walked, not built first.
-fn content_id(input: &Json<'_>, compact_fnv: Option<u64>) -> String {
-    let hash = compact_fnv.unwrap_or_else(|| {
-        let mut hash = Fnv::default();
-        hash.compact(input);
-        hash.0
-    });
+/// 16 hex digits of the FNV-1a 64 hash of the message's compact JSON (as
+/// `serde_json::to_writer` writes it), which is taken as the text is read, not built.
+fn content_id(hash: u64) -> String {
     // `format!("{hash:016x}")`, without the formatting machinery.
     let digits = b"0123456789abcdef";
     (0..16)
@@ -1762,11 +1788,18 @@ mod tests {
             let compact = serde_json::to_vec(&value).unwrap();
             let mut expected = Fnv::default();
             expected.bytes(&compact);
-            let (document, hash) = Json::parse_hashed(text).unwrap();
             let expected = format!("{:016x}", expected.0);
-            assert_eq!(content_id(&document, None), expected, "{text}");
-            assert_eq!(content_id(&document, hash), expected, "{text}");
-            assert_eq!(content_id(&Json::from_value(&value), None), expected);
+            let (document, hash) = Json::parse_hashed(text).unwrap();
+            let walked = |document: &Json<'_>| {
+                let mut fnv = Fnv::default();
+                fnv.compact(document);
+                content_id(fnv.0)
+            };
+            assert_eq!(walked(&document), expected, "{text}");
+            if let Some(hash) = hash {
+                assert_eq!(content_id(hash), expected, "{text}");
+            }
+            assert_eq!(walked(&Json::from_value(&value)), expected);
         }
     }
 }

@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 
 pub use parse::parse_message;
 pub(crate) use parse::{parse_document, GENERATE_IMAGE_PARAMETERS};
+pub(crate) use quick::http_body;
 pub use write::{to_json, Casing};
 
 /// Where each canonical field (a JSON Pointer in the camelCase HTTP shape, e.g.

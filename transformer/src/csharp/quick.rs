@@ -10,56 +10,125 @@
 //! ASCII names without `_` on both sides, a field's property is the one whose name equals the
 //! field's ignoring ASCII case, the only one once repeats are excluded: the full reader's choice.
 //! Debug builds check every result against the full reader.
+//!
+//! The same reading runs over a parsed document ([`request`]) or straight over the text
+//! ([`http_body`]: a [`Pull`] reader, no document built), written once against [`Source`].
+
+use serde_json::Number;
 
 use super::*;
-use crate::json::{Json, Members};
+use crate::json::{Json, Members, Next, Pull};
 
 /// The request, or `None`: the full reader reads it.
 pub(super) fn request<'v>(members: &'v Members<'v>) -> Option<CsRequest> {
     let mut request = CsRequest::default();
     let mut seen = Seen::default();
-    for_each(members, |name, value| {
-        match name {
-            b"model" => seen
-                .first(0)?
-                .object(value, |m| model(m, &mut request.model)),
-            b"scheduler" => seen
-                .first(1)?
-                .object(value, |m| scheduler(m, &mut request.scheduler)),
-            b"hyperparameters" => seen
-                .first(2)?
-                .object(value, |m| hyperparameters(m, &mut request.hyperparameters)),
-            b"conditioning" => seen
-                .first(3)?
-                .object(value, |m| conditioning(m, &mut request.conditioning)),
-            b"performance" => seen
-                .first(4)?
-                .object(value, |m| performance(m, &mut request.performance)),
-            b"postprocessing" => {
-                seen.first(5)?;
-                match value {
-                    Json::Null => Some(()),
-                    // The seed's list of steps.
-                    Json::Array(items) => {
-                        request.post_processing_steps = Some(objects(items, step)?);
-                        Some(())
-                    }
-                    Json::Object(m) => postprocessing(m, &mut request.postprocessing),
-                    _ => None,
-                }
-            }
-            b"output" => seen
-                .first(6)?
-                .object(value, |m| output(m, &mut request.output)),
-            _ => Some(()),
-        }
+    fields(&mut Node::Members(members), |name, value| {
+        section(&mut request, &mut seen, name, value)
     })?;
     Some(request)
 }
 
-fn model<'v>(members: &'v Members<'v>, m: &mut Model) -> Option<()> {
+/// The whole text as an HTTP body ([`Dialect::HttpBody`]), read without building its document:
+/// the request and the FNV-1a 64 hash of the text's compact form (what
+/// [`crate::json::Json::parse_hashed`] gives). `None` for anything that is not plainly an HTTP
+/// body read as [`request`] reads it: the caller then parses the document and reads it fully.
+pub(crate) fn http_body(text: &str) -> Option<(CsRequest, u64)> {
+    let mut pull = Pull::new(text);
+    let mut request = CsRequest::default();
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    let mut body = false;
+    fields(&mut pull, |name, value| match name {
+        // What `parse_document` judges before reading a body (names compared ignoring case and
+        // underscores): a JSON Schema, a Python message or its `data`, an action envelope.
+        b"$schema" | b"properties" | b"type" | b"messagetype" | b"modelname"
+        | b"numinferencesteps" | b"action" => None,
+        _ => {
+            body |= matches!(
+                name,
+                b"model" | b"scheduler" | b"hyperparameters" | b"conditioning"
+            );
+            section(&mut request, &mut seen, name, value)
+        }
+    })?;
+    let hash = pull.finish()?;
+    if !body {
+        return None;
+    }
+    #[cfg(debug_assertions)]
+    same_as_the_document(text, &request, hash);
+    Some((request, hash))
+}
+
+/// What parsing `text` and reading its document gives: the same request from an HTTP body, and
+/// the same hash of its compact text.
+#[cfg(debug_assertions)]
+fn same_as_the_document(text: &str, request: &CsRequest, hash: u64) {
+    let (document, document_hash) = Json::parse_hashed(text).expect("read in one pass: parses");
+    let document_hash = document_hash.unwrap_or_else(|| {
+        let mut fnv = crate::json::Fnv::default();
+        fnv.compact(&document);
+        fnv.0
+    });
+    assert_eq!(hash, document_hash, "the one-pass hash differs: {text}");
+    let mut ctx = crate::read::Ctx::unrecorded();
+    let message = super::parse::parse_document(&mut ctx, &document);
+    assert!(ctx.errors.is_empty(), "{:?}", ctx.errors);
+    let message = message.expect("read in one pass: a message");
+    assert_eq!(message.dialect, Dialect::HttpBody);
+    assert_eq!(
+        message.body,
+        Body::Generate(Box::new(request.clone())),
+        "the one-pass reading differs: {text}"
+    );
+}
+
+/// One property of the request object.
+fn section<S: Source>(
+    request: &mut CsRequest,
+    seen: &mut Seen,
+    name: &[u8],
+    value: &mut S,
+) -> Option<()> {
+    match name {
+        b"model" => seen
+            .first(0)?
+            .object(value, |m| model(m, &mut request.model)),
+        b"scheduler" => seen
+            .first(1)?
+            .object(value, |m| scheduler(m, &mut request.scheduler)),
+        b"hyperparameters" => seen
+            .first(2)?
+            .object(value, |m| hyperparameters(m, &mut request.hyperparameters)),
+        b"conditioning" => seen
+            .first(3)?
+            .object(value, |m| conditioning(m, &mut request.conditioning)),
+        b"performance" => seen
+            .first(4)?
+            .object(value, |m| performance(m, &mut request.performance)),
+        b"postprocessing" => {
+            seen.first(5)?;
+            match value.next()? {
+                Next::Null => value.null().then_some(()),
+                // The seed's list of steps.
+                Next::Array => {
+                    request.post_processing_steps = Some(objects(value, step)?);
+                    Some(())
+                }
+                Next::Object => postprocessing(value, &mut request.postprocessing),
+                _ => None,
+            }
+        }
+        b"output" => seen
+            .first(6)?
+            .object(value, |m| output(m, &mut request.output)),
+        _ => Some(()),
+    }
+}
+
+fn model<S: Source>(value: &mut S, m: &mut Model) -> Option<()> {
+    let mut seen = Seen::default();
+    fields(value, |name, value| match name {
         b"base" => seen.first(0)?.string(value, &mut m.base),
         b"refiner" => seen.first(1)?.string(value, &mut m.refiner),
         b"vae" => seen.first(2)?.string(value, &mut m.vae),
@@ -70,9 +139,9 @@ fn model<'v>(members: &'v Members<'v>, m: &mut Model) -> Option<()> {
     })
 }
 
-fn scheduler<'v>(members: &'v Members<'v>, s: &mut Scheduler) -> Option<()> {
+fn scheduler<S: Source>(value: &mut S, s: &mut Scheduler) -> Option<()> {
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"type" => seen.first(0)?.string(value, &mut s.kind),
         b"steps" => seen.first(1)?.int(value, &mut s.steps),
         b"snrweighting" => seen.first(2)?.boolean(value, &mut s.snr_weighting),
@@ -83,9 +152,9 @@ fn scheduler<'v>(members: &'v Members<'v>, s: &mut Scheduler) -> Option<()> {
     })
 }
 
-fn hyperparameters<'v>(members: &'v Members<'v>, h: &mut Hyperparameters) -> Option<()> {
+fn hyperparameters<S: Source>(value: &mut S, h: &mut Hyperparameters) -> Option<()> {
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"guidancescale" => seen.first(0)?.number(value, &mut h.guidance_scale),
         b"seed" => seen.first(1)?.int(value, &mut h.seed),
         b"batchsize" => seen.first(2)?.int(value, &mut h.batch_size),
@@ -95,10 +164,10 @@ fn hyperparameters<'v>(members: &'v Members<'v>, h: &mut Hyperparameters) -> Opt
         b"prompt" => seen.first(6)?.string(value, &mut h.prompt),
         b"promptweighting" => {
             seen.first(7)?;
-            h.prompt_weighting = match value {
-                Json::Null => None,
-                Json::Bool(b) => Some(PromptWeighting::Enabled(*b)),
-                Json::String(s) => Some(PromptWeighting::Syntax(s.to_string())),
+            h.prompt_weighting = match value.next()? {
+                Next::Null => value.null().then_some(None)?,
+                Next::Bool => Some(PromptWeighting::Enabled(value.boolean()?)),
+                Next::String => Some(PromptWeighting::Syntax(value.string()?)),
                 _ => return None,
             };
             Some(())
@@ -107,9 +176,9 @@ fn hyperparameters<'v>(members: &'v Members<'v>, h: &mut Hyperparameters) -> Opt
     })
 }
 
-fn conditioning<'v>(members: &'v Members<'v>, c: &mut Conditioning) -> Option<()> {
+fn conditioning<S: Source>(value: &mut S, c: &mut Conditioning) -> Option<()> {
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"prompt" => seen.first(0)?.string(value, &mut c.prompt),
         b"negativeprompt" => seen.first(1)?.string(value, &mut c.negative_prompt),
         b"loras" => seen
@@ -121,7 +190,7 @@ fn conditioning<'v>(members: &'v Members<'v>, c: &mut Conditioning) -> Option<()
         b"textualinversions" => seen
             .first(4)?
             .array(value, &mut c.textual_inversions, |items| {
-                items.iter().map(textual_inversion).collect()
+                each(items, textual_inversion)
             }),
         b"initimage" => seen.first(5)?.string(value, &mut c.init_image),
         b"inpaintmask" => seen.first(6)?.string(value, &mut c.inpaint_mask),
@@ -130,40 +199,40 @@ fn conditioning<'v>(members: &'v Members<'v>, c: &mut Conditioning) -> Option<()
         b"referenceimages" => seen
             .first(9)?
             .array(value, &mut c.reference_images, |items| {
-                items.iter().map(string).collect()
+                each(items, S::string)
             }),
         _ => Some(()),
     })
 }
 
-fn performance<'v>(members: &'v Members<'v>, p: &mut Performance) -> Option<()> {
+fn performance<S: Source>(value: &mut S, p: &mut Performance) -> Option<()> {
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"dtype" => seen.first(0)?.string(value, &mut p.dtype),
         b"xformers" => seen.first(1)?.boolean(value, &mut p.xformers),
         b"attentionslicing" => seen.first(2)?.boolean(value, &mut p.attention_slicing),
         b"cpuoffload" => seen.first(3)?.boolean(value, &mut p.cpu_offload),
         b"sequentialcpuoffload" => seen.first(4)?.boolean(value, &mut p.sequential_cpu_offload),
         b"device" => seen.first(5)?.string(value, &mut p.device),
-        b"deviceids" => seen.first(6)?.array(value, &mut p.device_ids, |items| {
-            items.iter().map(int).collect()
-        }),
+        b"deviceids" => seen
+            .first(6)?
+            .array(value, &mut p.device_ids, |items| each(items, int)),
         b"compilation" => seen.first(7)?.string(value, &mut p.compilation),
         b"deviceid" => seen.first(8)?.string(value, &mut p.device_id),
         b"enablexformers" => seen.first(9)?.boolean(value, &mut p.enable_xformers),
         b"memoryoptimizations" => {
             seen.first(10)?
                 .array(value, &mut p.memory_optimizations, |items| {
-                    items.iter().map(string).collect()
+                    each(items, S::string)
                 })
         }
         _ => Some(()),
     })
 }
 
-fn postprocessing<'v>(members: &'v Members<'v>, p: &mut Postprocessing) -> Option<()> {
+fn postprocessing<S: Source>(value: &mut S, p: &mut Postprocessing) -> Option<()> {
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"upscaler" => seen.first(0)?.string(value, &mut p.upscaler),
         b"upscalefactor" => seen.first(1)?.number(value, &mut p.upscale_factor),
         b"outputformat" => seen.first(2)?.string(value, &mut p.output_format),
@@ -175,10 +244,10 @@ fn postprocessing<'v>(members: &'v Members<'v>, p: &mut Postprocessing) -> Optio
     })
 }
 
-fn step<'v>(members: &'v Members<'v>) -> Option<PostProcessingStep> {
+fn step<S: Source>(value: &mut S) -> Option<PostProcessingStep> {
     let mut s = PostProcessingStep::default();
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"type" => seen.first(0)?.string(value, &mut s.kind),
         b"factor" => seen.first(1)?.number(value, &mut s.factor),
         b"model" => seen.first(2)?.string(value, &mut s.model),
@@ -187,9 +256,9 @@ fn step<'v>(members: &'v Members<'v>) -> Option<PostProcessingStep> {
     Some(s)
 }
 
-fn output<'v>(members: &'v Members<'v>, o: &mut Output) -> Option<()> {
+fn output<S: Source>(value: &mut S, o: &mut Output) -> Option<()> {
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"format" => seen.first(0)?.string(value, &mut o.format),
         b"quality" => seen.first(1)?.int(value, &mut o.quality),
         b"savepath" => seen.first(2)?.string(value, &mut o.save_path),
@@ -197,10 +266,10 @@ fn output<'v>(members: &'v Members<'v>, o: &mut Output) -> Option<()> {
     })
 }
 
-fn lora<'v>(members: &'v Members<'v>) -> Option<Lora> {
+fn lora<S: Source>(value: &mut S) -> Option<Lora> {
     let mut l = Lora::default();
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"name" => seen.first(0)?.string(value, &mut l.name),
         b"modelpath" => seen.first(1)?.string(value, &mut l.model_path),
         b"scale" => seen.first(2)?.number(value, &mut l.scale),
@@ -211,10 +280,10 @@ fn lora<'v>(members: &'v Members<'v>) -> Option<Lora> {
     Some(l)
 }
 
-fn control_net<'v>(members: &'v Members<'v>) -> Option<ControlNet> {
+fn control_net<S: Source>(value: &mut S) -> Option<ControlNet> {
     let mut u = ControlNet::default();
     let mut seen = Seen::default();
-    for_each(members, |name, value| match name {
+    fields(value, |name, value| match name {
         b"type" => seen.first(0)?.string(value, &mut u.kind),
         b"modelpath" => seen.first(1)?.string(value, &mut u.model_path),
         b"image" => seen.first(2)?.string(value, &mut u.image),
@@ -228,16 +297,16 @@ fn control_net<'v>(members: &'v Members<'v>) -> Option<ControlNet> {
 }
 
 /// A path string, or `{token, path}`.
-fn textual_inversion<'v>(value: &'v Json<'v>) -> Option<TextualInversion> {
-    match value {
-        Json::String(path) => Some(TextualInversion {
+fn textual_inversion<S: Source>(value: &mut S) -> Option<TextualInversion> {
+    match value.next()? {
+        Next::String => Some(TextualInversion {
             token: None,
-            path: Some(path.to_string()),
+            path: Some(value.string()?),
         }),
-        Json::Object(members) => {
+        Next::Object => {
             let mut t = TextualInversion::default();
             let mut seen = Seen::default();
-            for_each(members, |name, value| match name {
+            fields(value, |name, value| match name {
                 b"token" => seen.first(0)?.string(value, &mut t.token),
                 b"path" => seen.first(1)?.string(value, &mut t.path),
                 _ => Some(()),
@@ -248,15 +317,119 @@ fn textual_inversion<'v>(value: &'v Json<'v>) -> Option<TextualInversion> {
     }
 }
 
+/// A value being read: a node of a parsed document, or the next value of a [`Pull`] reader.
+/// Each method reads the value when it is of its type and gives `None` (nothing read)
+/// otherwise; a value left unread by a member's or element's reader is skipped.
+trait Source {
+    fn next(&self) -> Option<Next>;
+    /// Reads a `null` (false: the value is not one).
+    fn null(&mut self) -> bool;
+    fn boolean(&mut self) -> Option<bool>;
+    fn number(&mut self) -> Option<Number>;
+    fn string(&mut self) -> Option<String>;
+    /// Each member's key and value, in document order; `None` when not an object.
+    fn members(&mut self, read: impl FnMut(&str, &mut Self) -> Option<()>) -> Option<()>;
+    /// Each element; `None` when not an array.
+    fn elements(&mut self, read: impl FnMut(&mut Self) -> Option<()>) -> Option<()>;
+}
+
+impl Source for Pull<'_> {
+    fn next(&self) -> Option<Next> {
+        Pull::next(self)
+    }
+    fn null(&mut self) -> bool {
+        Pull::null(self)
+    }
+    fn boolean(&mut self) -> Option<bool> {
+        Pull::boolean(self)
+    }
+    fn number(&mut self) -> Option<Number> {
+        Pull::number(self)
+    }
+    fn string(&mut self) -> Option<String> {
+        Pull::string(self).map(|s| s.into_owned())
+    }
+    fn members(&mut self, mut read: impl FnMut(&str, &mut Self) -> Option<()>) -> Option<()> {
+        self.object(|key, pull| read(key, pull))
+    }
+    fn elements(&mut self, read: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        self.array(read)
+    }
+}
+
+/// A node of a parsed document (the request object given as its members).
+enum Node<'v> {
+    Value(&'v Json<'v>),
+    Members(&'v Members<'v>),
+}
+
+impl<'v> Node<'v> {
+    fn value(&self) -> Option<&'v Json<'v>> {
+        match self {
+            Node::Value(value) => Some(value),
+            Node::Members(_) => None,
+        }
+    }
+}
+
+impl Source for Node<'_> {
+    fn next(&self) -> Option<Next> {
+        Some(match self.value() {
+            Some(Json::Null) => Next::Null,
+            Some(Json::Bool(_)) => Next::Bool,
+            Some(Json::Number(_)) => Next::Number,
+            Some(Json::String(_)) => Next::String,
+            Some(Json::Array(_)) => Next::Array,
+            Some(Json::Object(_)) | None => Next::Object,
+        })
+    }
+    fn null(&mut self) -> bool {
+        matches!(self.value(), Some(Json::Null))
+    }
+    fn boolean(&mut self) -> Option<bool> {
+        match self.value()? {
+            Json::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+    fn number(&mut self) -> Option<Number> {
+        match self.value()? {
+            Json::Number(n) => Some(n.clone()),
+            _ => None,
+        }
+    }
+    fn string(&mut self) -> Option<String> {
+        match self.value()? {
+            Json::String(s) => Some(s.to_string()),
+            _ => None,
+        }
+    }
+    fn members(&mut self, mut read: impl FnMut(&str, &mut Self) -> Option<()>) -> Option<()> {
+        let members = match self {
+            Node::Members(members) => *members,
+            Node::Value(Json::Object(members)) => members,
+            Node::Value(_) => return None,
+        };
+        members
+            .iter()
+            .try_for_each(|(key, value)| read(key, &mut Node::Value(value)))
+    }
+    fn elements(&mut self, mut read: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        match self.value()? {
+            Json::Array(items) => items
+                .iter()
+                .try_for_each(|item| read(&mut Node::Value(item))),
+            _ => None,
+        }
+    }
+}
+
 /// Each property with its name in ASCII lowercase (a name longer than any field's is passed as
-/// empty: it names no field); `None` as soon as `f` gives up, or for a name that is not ASCII or
-/// has a `_`.
-fn for_each<'v>(
-    members: &'v Members<'v>,
-    mut f: impl FnMut(&[u8], &'v Json<'v>) -> Option<()>,
-) -> Option<()> {
+/// empty: it names no field); `None` when the value is not an object, as soon as `f` gives up,
+/// or for a name that is not ASCII or has a `_`.
+fn fields<S: Source>(value: &mut S, mut f: impl FnMut(&[u8], &mut S) -> Option<()>) -> Option<()> {
     let mut lower = [0u8; 24];
-    for (key, value) in members {
+    value.members(|key, value| {
         let key = key.as_bytes();
         if !key.is_ascii() || key.contains(&b'_') {
             return None;
@@ -270,9 +443,8 @@ fn for_each<'v>(
             }
             None => &[],
         };
-        f(name, value)?;
-    }
-    Some(())
+        f(name, value)
+    })
 }
 
 /// The fields of one object already given (bit per field).
@@ -296,94 +468,81 @@ impl Seen {
 struct Field;
 
 impl Field {
-    fn string(self, value: &Json<'_>, to: &mut Option<String>) -> Option<()> {
-        if !value.is_null() {
-            *to = Some(string(value)?);
+    fn string<S: Source>(self, value: &mut S, to: &mut Option<String>) -> Option<()> {
+        if !value.null() {
+            *to = Some(value.string()?);
         }
         Some(())
     }
 
-    fn int(self, value: &Json<'_>, to: &mut Option<i64>) -> Option<()> {
-        if !value.is_null() {
+    fn int<S: Source>(self, value: &mut S, to: &mut Option<i64>) -> Option<()> {
+        if !value.null() {
             *to = Some(int(value)?);
         }
         Some(())
     }
 
-    fn number(self, value: &Json<'_>, to: &mut Option<f64>) -> Option<()> {
-        match value {
-            Json::Null => {}
+    fn number<S: Source>(self, value: &mut S, to: &mut Option<f64>) -> Option<()> {
+        if !value.null() {
             // The full reader's `as_number`: a finite f64.
-            Json::Number(n) => *to = Some(n.as_f64().filter(|f| f.is_finite())?),
-            _ => return None,
+            *to = Some(value.number()?.as_f64().filter(|f| f.is_finite())?);
         }
         Some(())
     }
 
-    fn boolean(self, value: &Json<'_>, to: &mut Option<bool>) -> Option<()> {
-        match value {
-            Json::Null => {}
-            Json::Bool(b) => *to = Some(*b),
-            _ => return None,
+    fn boolean<S: Source>(self, value: &mut S, to: &mut Option<bool>) -> Option<()> {
+        if !value.null() {
+            *to = Some(value.boolean()?);
         }
         Some(())
     }
 
-    fn object<'v>(
+    fn object<S: Source>(
         self,
-        value: &'v Json<'v>,
-        read: impl FnOnce(&'v Members<'v>) -> Option<()>,
+        value: &mut S,
+        read: impl FnOnce(&mut S) -> Option<()>,
     ) -> Option<()> {
-        match value {
-            Json::Null => Some(()),
-            Json::Object(members) => read(members),
+        match value.next()? {
+            Next::Null => value.null().then_some(()),
+            Next::Object => read(value),
             _ => None,
         }
     }
 
-    fn array<'v, T>(
+    fn array<S: Source, T>(
         self,
-        value: &'v Json<'v>,
+        value: &mut S,
         to: &mut Option<Vec<T>>,
-        read: impl FnOnce(&'v [Json<'v>]) -> Option<Vec<T>>,
+        read: impl FnOnce(&mut S) -> Option<Vec<T>>,
     ) -> Option<()> {
-        match value {
-            Json::Null => {}
-            Json::Array(items) => *to = Some(read(items)?),
-            _ => return None,
+        if !value.null() {
+            *to = Some(read(value)?);
         }
         Some(())
-    }
-}
-
-/// A string item or value (`null` is a type error here, as in the full reader's arrays).
-fn string(value: &Json<'_>) -> Option<String> {
-    match value {
-        Json::String(s) => Some(s.to_string()),
-        _ => None,
     }
 }
 
 /// The full reader's `as_int`: an integer that fits an i64.
-fn int(value: &Json<'_>) -> Option<i64> {
-    match value {
-        Json::Number(n) => n.as_i64(),
-        _ => None,
-    }
+fn int<S: Source>(value: &mut S) -> Option<i64> {
+    value.number()?.as_i64()
 }
 
-/// Every item an object, read by `read`.
-fn objects<'v, T>(
-    items: &'v [Json<'v>],
-    read: impl Fn(&'v Members<'v>) -> Option<T>,
-) -> Option<Vec<T>> {
-    items
-        .iter()
-        .map(|item| match item {
-            Json::Object(members) => read(members),
-            _ => None,
-        })
-        .collect()
+/// Every element read by `read` (`null` is a type error here, as in the full reader's arrays).
+fn each<S: Source, T>(value: &mut S, mut read: impl FnMut(&mut S) -> Option<T>) -> Option<Vec<T>> {
+    let mut out = Vec::new();
+    value.elements(|item| {
+        out.push(read(item)?);
+        Some(())
+    })?;
+    Some(out)
+}
+
+/// Every element an object, read by `read`.
+fn objects<S: Source, T>(value: &mut S, read: impl Fn(&mut S) -> Option<T>) -> Option<Vec<T>> {
+    each(value, |item| match item.next()? {
+        Next::Object => read(item),
+        _ => None,
+    })
 }
 
 #[cfg(test)]
