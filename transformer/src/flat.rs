@@ -86,19 +86,30 @@ impl Flat {
         value: &T,
         capacity: usize,
     ) -> Result<Flat, FlatError> {
+        let mut flat = Flat {
+            slots: Vec::with_capacity(capacity),
+            text: String::with_capacity(capacity * 16),
+        };
+        flat.rewrite(value)?;
+        Ok(flat)
+    }
+
+    /// This document replaced by the one `value` serialises to, in the same buffers (so a
+    /// document kept for the next one allocates nothing once it is large enough). On an error
+    /// the document is incomplete.
+    pub fn rewrite<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
+        self.slots.clear();
+        self.text.clear();
         let mut writer = Writer {
-            flat: Flat {
-                slots: Vec::with_capacity(capacity),
-                text: String::with_capacity(capacity * 16),
-            },
-            open: Vec::with_capacity(8),
+            flat: self,
+            open: Vec::new(),
             key: Key::None,
         };
         value.serialize(&mut writer)?;
         if !writer.open.is_empty() || writer.flat.slots.is_empty() {
             return Err(FlatError("incomplete value".into()));
         }
-        Ok(writer.flat)
+        Ok(())
     }
 
     /// The root node.
@@ -117,15 +128,18 @@ impl Flat {
 }
 
 /// Writes a `Serialize` into a [`Flat`].
-struct Writer {
-    flat: Flat,
+struct Writer<'f> {
+    flat: &'f mut Flat,
     /// The containers being written, innermost last.
     open: Vec<usize>,
-    /// The name of the member written next.
+    /// The name of the map member whose value is written next.
     key: Key,
 }
 
-impl Writer {
+impl Writer<'_> {
+    // Inlined: a `Kind` passed through memory is stored in parts and read back whole, which
+    // stalls (a store-forwarding miss) on every node.
+    #[inline(always)]
     fn push(&mut self, kind: Kind) -> usize {
         if let Some(&parent) = self.open.last() {
             match &mut self.flat.slots[parent].kind {
@@ -134,8 +148,10 @@ impl Writer {
             }
         }
         let at = self.flat.slots.len();
+        // The member's name is set once its value is written ([`Writer::keyed`]): reading it
+        // back here from where it was just stored stalled every push (a store-forwarding miss).
         self.flat.slots.push(Slot {
-            key: std::mem::replace(&mut self.key, Key::None),
+            key: Key::None,
             kind,
             end: at as u32 + 1,
         });
@@ -164,10 +180,27 @@ impl Writer {
         }
     }
 
-    /// `{variant: …}`, as serde_json writes enum variants with content.
-    fn open_variant(&mut self, variant: &'static str) {
+    /// Writes a member's value with `write`, then names it `key`.
+    fn keyed(
+        &mut self,
+        key: Key,
+        write: impl FnOnce(&mut Self) -> Result<(), FlatError>,
+    ) -> Result<(), FlatError> {
+        let at = self.flat.slots.len();
+        write(self)?;
+        if let Some(slot) = self.flat.slots.get_mut(at) {
+            slot.key = key;
+        }
+        Ok(())
+    }
+
+    /// `{variant: …}`, as serde_json writes enum variants with content, the value a container
+    /// of `kind` (opened).
+    fn open_variant(&mut self, variant: &'static str, kind: Kind) {
         self.open(Kind::Object(0));
-        self.key = Key::Static(variant);
+        let at = self.push(kind);
+        self.flat.slots[at].key = Key::Static(variant);
+        self.open.push(at);
     }
 
     fn float(&mut self, f: f64) {
@@ -188,7 +221,7 @@ impl Writer {
     }
 }
 
-impl ser::Serializer for &mut Writer {
+impl ser::Serializer for &mut Writer<'_> {
     type Ok = ();
     type Error = FlatError;
     type SerializeSeq = Self;
@@ -308,8 +341,8 @@ impl ser::Serializer for &mut Writer {
         variant: &'static str,
         value: &T,
     ) -> Result<(), FlatError> {
-        self.open_variant(variant);
-        value.serialize(&mut *self)?;
+        self.open(Kind::Object(0));
+        self.keyed(Key::Static(variant), |w| value.serialize(w))?;
         self.close();
         Ok(())
     }
@@ -332,8 +365,7 @@ impl ser::Serializer for &mut Writer {
         variant: &'static str,
         _len: usize,
     ) -> Result<Self, FlatError> {
-        self.open_variant(variant);
-        self.open(Kind::Array(0));
+        self.open_variant(variant, Kind::Array(0));
         Ok(self)
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Self, FlatError> {
@@ -351,8 +383,7 @@ impl ser::Serializer for &mut Writer {
         variant: &'static str,
         _len: usize,
     ) -> Result<Self, FlatError> {
-        self.open_variant(variant);
-        self.open(Kind::Object(0));
+        self.open_variant(variant, Kind::Object(0));
         Ok(self)
     }
 }
@@ -360,7 +391,7 @@ impl ser::Serializer for &mut Writer {
 /// The sequence-like serde traits: each element a value, `end` closes the array.
 macro_rules! elements {
     ($($trait:ident :: $method:ident),*) => {$(
-        impl ser::$trait for &mut Writer {
+        impl ser::$trait for &mut Writer<'_> {
             type Ok = ();
             type Error = FlatError;
             fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
@@ -380,7 +411,7 @@ elements!(
     SerializeTupleStruct::serialize_field
 );
 
-impl ser::SerializeTupleVariant for &mut Writer {
+impl ser::SerializeTupleVariant for &mut Writer<'_> {
     type Ok = ();
     type Error = FlatError;
     fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
@@ -393,7 +424,7 @@ impl ser::SerializeTupleVariant for &mut Writer {
     }
 }
 
-impl ser::SerializeMap for &mut Writer {
+impl ser::SerializeMap for &mut Writer<'_> {
     type Ok = ();
     type Error = FlatError;
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), FlatError> {
@@ -403,7 +434,8 @@ impl ser::SerializeMap for &mut Writer {
         Ok(())
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
-        value.serialize(&mut **self)
+        let key = std::mem::replace(&mut self.key, Key::None);
+        self.keyed(key, |w| value.serialize(w))
     }
     fn end(self) -> Result<(), FlatError> {
         self.close();
@@ -411,7 +443,7 @@ impl ser::SerializeMap for &mut Writer {
     }
 }
 
-impl ser::SerializeStruct for &mut Writer {
+impl ser::SerializeStruct for &mut Writer<'_> {
     type Ok = ();
     type Error = FlatError;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -419,8 +451,7 @@ impl ser::SerializeStruct for &mut Writer {
         key: &'static str,
         value: &T,
     ) -> Result<(), FlatError> {
-        self.key = Key::Static(key);
-        value.serialize(&mut **self)
+        self.keyed(Key::Static(key), |w| value.serialize(w))
     }
     fn end(self) -> Result<(), FlatError> {
         self.close();
@@ -428,7 +459,7 @@ impl ser::SerializeStruct for &mut Writer {
     }
 }
 
-impl ser::SerializeStructVariant for &mut Writer {
+impl ser::SerializeStructVariant for &mut Writer<'_> {
     type Ok = ();
     type Error = FlatError;
     fn serialize_field<T: Serialize + ?Sized>(
@@ -436,8 +467,7 @@ impl ser::SerializeStructVariant for &mut Writer {
         key: &'static str,
         value: &T,
     ) -> Result<(), FlatError> {
-        self.key = Key::Static(key);
-        value.serialize(&mut **self)
+        self.keyed(Key::Static(key), |w| value.serialize(w))
     }
     fn end(self) -> Result<(), FlatError> {
         self.close(); // the fields

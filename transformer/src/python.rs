@@ -28,10 +28,10 @@ pub struct Message {
 /// The `data` of a [`Message`].
 #[derive(Debug, Clone, PartialEq)]
 pub enum Data {
-    /// `inference_request`.
-    Inference(InferenceData),
+    /// `inference_request` (boxed: the message is moved whole several times, its data once).
+    Inference(Box<InferenceData>),
     /// `validate_request`: `{"request": …}`.
-    ValidateRequest(InferenceData),
+    ValidateRequest(Box<InferenceData>),
     /// The other commands' small bodies.
     Json(Value),
 }
@@ -68,7 +68,7 @@ impl IntoJson for Data {
             Data::Inference(data) => data.into_json(),
             Data::ValidateRequest(data) => {
                 let mut o = Object::with_capacity(1);
-                put(&mut o, "request", data);
+                put(&mut o, "request", *data);
                 Value::Object(o)
             }
             Data::Json(value) => value,

@@ -12,7 +12,7 @@ use crate::csharp::{
 };
 use crate::error::{parse_document, parse_document_hashed, Errors, FieldError, Result};
 use crate::flat::Flat;
-use crate::json::{Fnv, Json};
+use crate::json::{content_hash, Json};
 use crate::python::{self, Data, Envelope, InferenceData};
 use crate::read::Ctx;
 use crate::report::{DefaultApplied, Mapped, MappingReport, Reported};
@@ -245,18 +245,18 @@ pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> 
             dialect: Dialect::HttpBody,
             action: Action::GenerateSdxlEnhanced,
             session_id: None,
-            body: Body::Generate(Box::new(request)),
+            body: Body::Generate(request),
             locations: Locations::new(),
         };
         if let Ok((message, _)) = map_message(Ctx::unrecorded(), message, || hash, options) {
             return Ok(Mapping::new(message, Report::deferred(bytes, options)));
         }
     }
-    let (input, compact_fnv) = parse_document_hashed(bytes)?;
-    let (message, report) = match map_document(&input, compact_fnv, options, false) {
+    let (input, compact_hash) = parse_document_hashed(bytes)?;
+    let (message, report) = match map_document(&input, compact_hash, options, false) {
         Ok((message, _)) => (message, Report::deferred(bytes, options)),
         Err(_) => {
-            let (message, report) = map_document(&input, compact_fnv, options, true)?;
+            let (message, report) = map_document(&input, compact_hash, options, true)?;
             (message, Report::ready(report))
         }
     };
@@ -269,12 +269,12 @@ pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
     Ok(Mapping::new(message, Report::ready(report)))
 }
 
-/// The mapping of a parsed message. `compact_fnv`: the FNV-1a 64 hash of its compact text, if
+/// The mapping of a parsed message. `compact_hash`: its [`content_hash`], if
 /// known (taken while parsing). `record`: build the report and the errors' paths; without, the
 /// report is empty and an error only says that there are errors (map again, recording).
 fn map_document(
     input: &Json<'_>,
-    compact_fnv: Option<u64>,
+    compact_hash: Option<u64>,
     options: &MapOptions,
     record: bool,
 ) -> Result<(python::Message, MappingReport)> {
@@ -287,18 +287,16 @@ fn map_document(
     let Some(message) = parsed else {
         return Err(Errors { errors: ctx.errors });
     };
-    let content_hash = || {
-        compact_fnv.unwrap_or_else(|| {
-            let mut hash = Fnv::default();
-            hash.compact(input);
-            hash.0
-        })
-    };
-    map_message(ctx, message, content_hash, options)
+    map_message(
+        ctx,
+        message,
+        || compact_hash.unwrap_or_else(|| content_hash(input)),
+        options,
+    )
 }
 
 /// The mapping of a C# message read with `ctx` (which says whether to record). `content_hash`:
-/// the FNV-1a 64 hash of the input's compact text, asked for when the request id is derived.
+/// the input's [`content_hash`], asked for when the request id is derived.
 fn map_message(
     ctx: Ctx,
     mut message: CsMessage,
@@ -340,12 +338,29 @@ fn map_message(
     // The output must satisfy the v2 schema; a failure here is a bug of this crate, reported
     // as such instead of sending an invalid message on. Checked on its flat document (no
     // `Value`); only a failure builds the `Value`, for the schema's own error messages.
-    let valid = Flat::from_serialize(&message, 96)
-        .is_ok_and(|flat| Schema::PythonRequest.is_valid_flat(&flat));
+    let valid = is_valid_output(&message);
     if !valid {
         return Err(output_violates_schema(&message));
     }
     Ok((message, report))
+}
+
+thread_local! {
+    /// The flat document of the last message validated on this thread, its buffers kept for
+    /// the next one.
+    static OUTPUT: std::cell::RefCell<Flat> = std::cell::RefCell::new(Flat::default());
+}
+
+/// Whether the mapped message satisfies the v2 schema, checked on its flat document.
+fn is_valid_output(message: &python::Message) -> bool {
+    let check = |flat: &mut Flat| {
+        flat.rewrite(message).is_ok() && Schema::PythonRequest.is_valid_flat(flat)
+    };
+    OUTPUT.with(|kept| match kept.try_borrow_mut() {
+        Ok(mut flat) => check(&mut flat),
+        // Not while it is in use (validation does not map again): a document of its own.
+        Err(_) => check(&mut Flat::default()),
+    })
 }
 
 /// The errors of a mapped message that fails the v2 schema (a bug of this crate).
@@ -589,7 +604,7 @@ impl Mapper<'_> {
         self.defaulted(
             format_args!("/request_id"),
             &id,
-            "no session_id in the message: derived from its content (FNV-1a 64), so equal messages map equally",
+            "no session_id in the message: derived from its content (XXH3-64 of its compact JSON), so equal messages map equally",
         );
         id
     }
@@ -601,15 +616,17 @@ impl Mapper<'_> {
     fn map_body(&mut self, body: &mut Body, action: Action, request_id: &str) -> Data {
         Data::Json(match body {
             Body::Generate(request) => {
-                return Data::Inference(self.inference(request, request_id, "/data", action));
+                return Data::Inference(Box::new(
+                    self.inference(request, request_id, "/data", action),
+                ));
             }
             Body::ValidateRequest(request) => {
-                return Data::ValidateRequest(self.inference(
+                return Data::ValidateRequest(Box::new(self.inference(
                     request,
                     request_id,
                     "/data/request",
                     action,
-                ));
+                )));
             }
             Body::Initialize {
                 device_index,
@@ -1759,7 +1776,7 @@ fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
         .collect()
 }
 
-/// 16 hex digits of the FNV-1a 64 hash of the message's compact JSON (as
+/// 16 hex digits of the message's [`content_hash`] (XXH3-64 of its compact JSON, as
 /// `serde_json::to_writer` writes it), which is taken as the text is read, not built.
 fn content_id(hash: u64) -> String {
     // `format!("{hash:016x}")`, without the formatting machinery.
@@ -1774,32 +1791,44 @@ fn content_id(hash: u64) -> String {
 mod tests {
     use super::*;
 
-    /// The id is FNV-1a 64 of serde_json's compact text of the message.
+    /// The id is XXH3-64 of serde_json's compact text of the message, however it is read.
     #[test]
     fn content_id_hashes_serde_json_s_compact_text() {
+        // XXH3-64 itself (seed 0): its published value for the empty input.
+        assert_eq!(
+            content_id(xxhash_rust::xxh3::xxh3_64(b"")),
+            "2d06800538d394c2"
+        );
         for text in [
             r#"{"model":{"base":"m"},"conditioning":{"prompt":"p"}}"#,
-            r#"{"a":[1,-2,3.5,1e21,-0.0,0.1,null,true,false,"",{}],"b":{"c":[]},"é東":"x\"y\\z\n\u0001\u007f"}"#,
+            "{ \"model\" : {\n  \"base\":\"m\" } ,\t\"conditioning\":{\"prompt\":\"p\"}\r\n}",
+            r#"{"a":[1,-2,3.5,1e21,-0.0,0.1,1E2,null,true,false,"",{}],"b":{"c":[]},"é東":"x\"y\\z\n\u0001\u007f\u00e9\/"}"#,
             r#"[]"#,
             r#""s""#,
             r#"{"a":1,"a":2}"#,
         ] {
             let value: Value = serde_json::from_str(text).unwrap();
             let compact = serde_json::to_vec(&value).unwrap();
-            let mut expected = Fnv::default();
-            expected.bytes(&compact);
-            let expected = format!("{:016x}", expected.0);
+            let expected = content_id(xxhash_rust::xxh3::xxh3_64(&compact));
             let (document, hash) = Json::parse_hashed(text).unwrap();
-            let walked = |document: &Json<'_>| {
-                let mut fnv = Fnv::default();
-                fnv.compact(document);
-                content_id(fnv.0)
-            };
-            assert_eq!(walked(&document), expected, "{text}");
+            assert_eq!(content_id(content_hash(&document)), expected, "{text}");
             if let Some(hash) = hash {
                 assert_eq!(content_id(hash), expected, "{text}");
             }
-            assert_eq!(walked(&Json::from_value(&value)), expected);
+            assert_eq!(content_id(content_hash(&value)), expected);
+        }
+    }
+
+    /// The one-pass reading of an HTTP body takes the same hash, whatever the layout.
+    #[test]
+    fn an_http_body_read_in_one_pass_has_the_document_s_content_id() {
+        let compact = r#"{"model":{"base":"m","vae":null},"hyperparameters":{"seed":7,"guidanceScale":7.5},"conditioning":{"prompt":"a \"p\"","loras":[{"name":"l","scale":0.5}]},"extra":[1,{"x":null}]}"#;
+        let spaced = "{\n  \"model\": { \"base\": \"m\", \"vae\": null },\n  \"hyperparameters\": {\"seed\" : 7,\"guidanceScale\":7.5},\r\n\t\"conditioning\": {\"prompt\": \"a \\\"p\\\"\", \"loras\": [ {\"name\":\"l\", \"scale\":0.5} ] },\n  \"extra\": [1, {\"x\": null}]\n}\n";
+        let value: Value = serde_json::from_str(compact).unwrap();
+        let expected = xxhash_rust::xxh3::xxh3_64(&serde_json::to_vec(&value).unwrap());
+        for text in [compact, spaced] {
+            let (_, hash) = csharp::http_body(text).expect("an HTTP body");
+            assert_eq!(hash, expected, "{text}");
         }
     }
 }

@@ -30,12 +30,13 @@ pub(super) fn request<'v>(members: &'v Members<'v>) -> Option<CsRequest> {
 }
 
 /// The whole text as an HTTP body ([`Dialect::HttpBody`]), read without building its document:
-/// the request and the FNV-1a 64 hash of the text's compact form (what
+/// the request and the text's [`crate::json::content_hash`] (what
 /// [`crate::json::Json::parse_hashed`] gives). `None` for anything that is not plainly an HTTP
 /// body read as [`request`] reads it: the caller then parses the document and reads it fully.
-pub(crate) fn http_body(text: &str) -> Option<(CsRequest, u64)> {
+pub(crate) fn http_body(text: &str) -> Option<(Box<CsRequest>, u64)> {
     let mut pull = Pull::new(text);
-    let mut request = CsRequest::default();
+    // Built where it stays (it is large).
+    let mut request = Box::<CsRequest>::default();
     let mut seen = Seen::default();
     let mut body = false;
     fields(&mut pull, |name, value| match name {
@@ -65,11 +66,7 @@ pub(crate) fn http_body(text: &str) -> Option<(CsRequest, u64)> {
 #[cfg(debug_assertions)]
 fn same_as_the_document(text: &str, request: &CsRequest, hash: u64) {
     let (document, document_hash) = Json::parse_hashed(text).expect("read in one pass: parses");
-    let document_hash = document_hash.unwrap_or_else(|| {
-        let mut fnv = crate::json::Fnv::default();
-        fnv.compact(&document);
-        fnv.0
-    });
+    let document_hash = document_hash.unwrap_or_else(|| crate::json::content_hash(&document));
     assert_eq!(hash, document_hash, "the one-pass hash differs: {text}");
     let mut ctx = crate::read::Ctx::unrecorded();
     let message = super::parse::parse_document(&mut ctx, &document);
