@@ -341,12 +341,23 @@ impl<'a> Plain<'a> {
     }
 
     /// Past insignificant whitespace, which ends a run of the compact text.
+    ///
+    /// Inlined where it is called: whether whitespace follows depends on the place (a space
+    /// after `:`, a line break after `,`, none after a value), which each call site's branch
+    /// then learns.
+    #[inline(always)]
     fn whitespace(&mut self) {
-        let from = self.pos;
-        if !matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
-            return;
+        if let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
+            self.skip_whitespace();
         }
-        // Eight bytes at a time: past the whitespace bytes of each block, up to its first other.
+    }
+
+    #[inline(never)]
+    fn skip_whitespace(&mut self) {
+        let from = self.pos;
+        self.pos += 1;
+        // A single space (after `:`), else eight bytes at a time: past the whitespace bytes of
+        // each block, up to its first other.
         while let Some(block) = self.bytes.get(self.pos..self.pos + 8) {
             let v = u64::from_le_bytes(block.try_into().unwrap_or([0; 8]));
             let space = swar::bytes_equal(v, b' ')

@@ -573,7 +573,13 @@ impl Mapper<'_> {
                 Some(json!(value)),
             );
         }
-        let chars = value.chars().count();
+        // A text of at most that many bytes has at most that many characters: counted only
+        // when longer.
+        let chars = if value.len() > limits::PROMPT_MAX_CHARS {
+            value.chars().count()
+        } else {
+            value.len()
+        };
         if chars > limits::PROMPT_MAX_CHARS {
             self.error(
                 canonical,
@@ -1781,10 +1787,11 @@ fn without_redundant_required(errors: Vec<FieldError>) -> Vec<FieldError> {
 fn content_id(hash: u64) -> String {
     // `format!("{hash:016x}")`, without the formatting machinery.
     let digits = b"0123456789abcdef";
-    (0..16)
-        .rev()
-        .map(|i| char::from(digits[((hash >> (i * 4)) & 0xf) as usize]))
-        .collect()
+    let mut id = String::with_capacity(16);
+    for i in (0..16).rev() {
+        id.push(char::from(digits[((hash >> (i * 4)) & 0xf) as usize]));
+    }
+    id
 }
 
 #[cfg(test)]
