@@ -613,6 +613,73 @@ mod tests {
         ];
         for text in left {
             assert!(!agrees(text), "read in one pass: {text}");
+            assert!(http_body(text).is_none(), "read from the text: {text}");
+        }
+        // Straight from the text: the same request, when there is a body section.
+        for text in read {
+            let doc = Json::parse(text).unwrap();
+            let Json::Object(members) = &doc else {
+                unreachable!()
+            };
+            let sections = ["model", "scheduler", "hyperparameters", "conditioning"];
+            let has_section = members
+                .iter()
+                .any(|(k, _)| sections.iter().any(|s| k.eq_ignore_ascii_case(s)));
+            match http_body(text) {
+                Some((request, _)) => {
+                    assert!(has_section, "{text}");
+                    assert_eq!(Some(*request), super::request(members), "{text}");
+                }
+                None => assert!(!has_section, "left to the document: {text}"),
+            }
+        }
+    }
+
+    /// What `parse_document` judges before reading a body, and what only the document reads
+    /// as `Value` does, is left to it.
+    #[test]
+    fn the_text_is_left_to_the_document_when_it_is_not_plainly_a_body() {
+        for text in [
+            r#"{"action":"generate_sdxl_enhanced","model":{"base":"m"}}"#,
+            r#"{"Action":"get_status","model":{}}"#,
+            r#"{"$schema":"x","model":{}}"#,
+            r#"{"properties":{},"type":"object","model":{}}"#,
+            r#"{"messageType":"x","model":{}}"#,
+            r#"{"message_type":"x","model":{}}"#,
+            r#"{"modelName":"x","model":{}}"#,
+            r#"{"numInferenceSteps":5,"model":{}}"#,
+            // A repeated key (the document keeps its last value, at its first place).
+            r#"{"model":{"base":"a"},"model":{"base":"b"}}"#,
+            r#"{"model":{"base":"a"},"extra":1,"extra":2}"#,
+            r#"{"model":{"base":"a"},"extra":{"x":1,"x":2}}"#,
+            // An escaped key; a key with `_`.
+            r#"{"mod\u0065l":{"base":"a"}}"#,
+            r#"{"model":{"base_":"a"}}"#,
+            // Not JSON, or not one object.
+            r#"{"model":{"base":"a"}} x"#,
+            r#"{"model":{"base":"a"}"#,
+            r#"[{"model":{}}]"#,
+            "",
+            // No body section at all.
+            r#"{"performance":{"dtype":"fp16"}}"#,
+        ] {
+            assert!(http_body(text).is_none(), "read from the text: {text}");
+        }
+        // Escaped values, odd numbers and unknown subtrees are read, with the document's hash.
+        for text in [
+            r#"{"model":{"base":"a\"b\u00e9\/"},"hyperparameters":{"guidanceScale":1E1},"odd":-0.0e0}"#,
+            r#"{"model":{"base":"a"},"unknown":[{"deep":[1,2,{"x":null}]},"s",true]}"#,
+            "{\"model\":{\"base\":\"a\"},\"hyperparameters\":{\"guidanceScale\":7.50}}",
+        ] {
+            let (request, hash) = http_body(text).expect(text);
+            let (doc, _) = Json::parse_hashed(text).unwrap();
+            assert_eq!(hash, crate::json::content_hash(&doc), "{text}");
+            let Json::Object(members) = &doc else {
+                unreachable!()
+            };
+            let mut ctx = Ctx::unrecorded();
+            let full = super::super::parse::read_request_for_tests(&mut ctx, members);
+            assert_eq!(*request, full, "{text}");
         }
     }
 }
