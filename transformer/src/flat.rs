@@ -60,6 +60,8 @@ struct Slot {
 pub struct Flat {
     slots: Vec<Slot>,
     text: String,
+    /// The writer's stack of open containers, kept with the buffers (empty between writes).
+    open: Vec<usize>,
 }
 
 /// Why a value could not be written as JSON (what `serde_json::to_value` refuses too).
@@ -89,6 +91,7 @@ impl Flat {
         let mut flat = Flat {
             slots: Vec::with_capacity(capacity),
             text: String::with_capacity(capacity * 16),
+            open: Vec::new(),
         };
         flat.rewrite(value)?;
         Ok(flat)
@@ -100,13 +103,18 @@ impl Flat {
     pub fn rewrite<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
         self.slots.clear();
         self.text.clear();
+        let mut open = std::mem::take(&mut self.open);
+        open.clear();
         let mut writer = Writer {
             flat: self,
-            open: Vec::new(),
+            open,
             key: Key::None,
         };
-        value.serialize(&mut writer)?;
-        if !writer.open.is_empty() || writer.flat.slots.is_empty() {
+        let written = value.serialize(&mut writer);
+        let complete = writer.open.is_empty() && !writer.flat.slots.is_empty();
+        self.open = writer.open;
+        written?;
+        if !complete {
             return Err(FlatError("incomplete value".into()));
         }
         Ok(())
