@@ -823,34 +823,24 @@ pub(crate) struct Pull<'a> {
     plain: Plain<'a>,
 }
 
-/// The keys of one object read so far, to find a repeated one.
+/// The keys of the members of one object that its reader left, to find a repeated one. Such
+/// members are rare (fields the C# model does not have): nothing is allocated until one is.
+#[derive(Default)]
 struct Keys<'a> {
-    keys: [&'a str; Keys::MAX],
-    len: usize,
+    keys: Vec<&'a str>,
     /// A bit per key length and first byte (mod 64), as in [`MembersBuilder`].
     seen: u64,
 }
 
 impl<'a> Keys<'a> {
-    const MAX: usize = 32;
-
-    fn new() -> Self {
-        Keys {
-            keys: [""; Keys::MAX],
-            len: 0,
-            seen: 0,
-        }
-    }
-
-    /// `None` when `key` is there already, or when there are more keys than are kept.
+    /// `None` when `key` is there already.
     fn insert(&mut self, key: &'a str) -> Option<()> {
         let bit = 1u64 << ((key.len() * 7 + usize::from(key.bytes().next().unwrap_or(0))) % 64);
-        if self.seen & bit != 0 && self.keys[..self.len].contains(&key) {
+        if self.seen & bit != 0 && self.keys.contains(&key) {
             return None;
         }
         self.seen |= bit;
-        *self.keys.get_mut(self.len)? = key;
-        self.len += 1;
+        self.keys.push(key);
         Some(())
     }
 }
@@ -924,7 +914,12 @@ impl<'a> Pull<'a> {
 
     /// Reads an object: `read` is given each member's key and the reader at its value, which
     /// `read` reads or leaves (then skipped). `None` when the next value is not an object, a
-    /// key has an escape or repeats, or `read` gives up.
+    /// key has an escape, a key repeats among the members left, or `read` gives up.
+    ///
+    /// A repeated key makes the document differ from the reading (it keeps the last value, at
+    /// the first place). Only the keys of members left are compared here: `read` must decide
+    /// from the key alone whether to read a member, and give up on a key it has read before
+    /// (the C# reader's `Seen`), so that a repeated key is always caught.
     pub(crate) fn object(
         &mut self,
         mut read: impl FnMut(&'a str, &mut Self) -> Option<()>,
@@ -933,7 +928,7 @@ impl<'a> Pull<'a> {
             return None;
         }
         self.open()?;
-        let mut keys = Keys::new();
+        let mut left = Keys::default();
         if self.plain.peek()? == b'}' {
             self.plain.pos += 1;
         } else {
@@ -943,14 +938,18 @@ impl<'a> Pull<'a> {
                 }
                 self.plain.pos += 1;
                 let key = self.plain.plain_string()?;
-                keys.insert(key)?;
                 self.plain.whitespace();
                 if self.plain.peek()? != b':' {
                     return None;
                 }
                 self.plain.pos += 1;
                 self.plain.whitespace();
-                self.element(|pull| read(key, pull))?;
+                let at = self.plain.pos;
+                read(key, self)?;
+                if self.plain.pos == at {
+                    left.insert(key)?;
+                    self.skip()?;
+                }
                 if self.separator(b'}')? {
                     break;
                 }

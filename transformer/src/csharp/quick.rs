@@ -444,7 +444,8 @@ fn fields<S: Source>(value: &mut S, mut f: impl FnMut(&[u8], &mut S) -> Option<(
     })
 }
 
-/// The fields of one object already given (bit per field).
+/// The fields of one object already given (bit per field). Every field is read through it,
+/// which is what lets [`Pull::object`] look for repeated keys only among the members left.
 #[derive(Default)]
 struct Seen(u32);
 
@@ -651,6 +652,8 @@ mod tests {
             // A repeated key (the document keeps its last value, at its first place).
             r#"{"model":{"base":"a"},"model":{"base":"b"}}"#,
             r#"{"model":{"base":"a"},"extra":1,"extra":2}"#,
+            r#"{"model":{"base":"a","x":1,"vae":"v","x":2}}"#,
+            r#"{"model":{"base":"a","base":"a"}}"#,
             r#"{"model":{"base":"a"},"extra":{"x":1,"x":2}}"#,
             // An escaped key; a key with `_`.
             r#"{"mod\u0065l":{"base":"a"}}"#,
