@@ -358,6 +358,11 @@ impl<'a> Plain<'a> {
         self.pos += 1;
         // A single space (after `:`), else eight bytes at a time: past the whitespace bytes of
         // each block, up to its first other.
+        if !matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
+            self.copy_run(from);
+            self.run = self.pos;
+            return;
+        }
         while let Some(block) = self.bytes.get(self.pos..self.pos + 8) {
             let v = u64::from_le_bytes(block.try_into().unwrap_or([0; 8]));
             let space = swar::bytes_equal(v, b' ')
@@ -374,10 +379,8 @@ impl<'a> Plain<'a> {
         while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
             self.pos += 1;
         }
-        if self.pos != from {
-            self.copy_run(from);
-            self.run = self.pos;
-        }
+        self.copy_run(from);
+        self.run = self.pos;
     }
 
     fn value(&mut self) -> Option<Json<'a>> {
@@ -1057,6 +1060,7 @@ impl Drop for Plain<'_> {
 
 impl Plain<'_> {
     /// Appends the run of input from `run` to `end` to the compact text.
+    #[inline(always)]
     fn copy_run(&mut self, end: usize) {
         /// Runs are short (a key, a value and their punctuation): copied as one block of this
         /// many bytes (the part past the run overwritten later), not by a call to `memcpy`.
