@@ -9,6 +9,10 @@
 //! its last value (what `Value`'s insertion into its map does), equality is `Value`'s (members in
 //! any order), and it serialises to the same text. [`Json::to_value`] gives the `Value` itself
 //! where one is needed (error values).
+//!
+//! A reader that knows which values it wants need not build the document: [`Pull`] reads plain
+//! text value by value, as the document's parser does. Both take the text's [`content_hash`]
+//! (XXH3-64 of its compact form) as they read.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
