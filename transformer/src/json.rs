@@ -10,7 +10,7 @@
 //! any order), and it serialises to the same text. [`Json::to_value`] gives the `Value` itself
 //! where one is needed (error values).
 //!
-//! A reader that knows which values it wants need not build the document: [`Pull`] reads plain
+//! A reader that knows which values it wants need not build the document: `Pull` reads plain
 //! text value by value, as the document's parser does. Both take the text's [`content_hash`]
 //! (XXH3-64 of its compact form) as they read.
 

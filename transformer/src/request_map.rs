@@ -236,7 +236,7 @@ impl serde::Serialize for Report {
 ///
 /// The input is mapped without recording where each field came from; the report is built when
 /// first read (see [`Report`]). The usual HTTP body is read straight from its text, without
-/// building its document ([`csharp::http_body`]); anything else, or an input with errors, is
+/// building its document (`csharp::http_body`); anything else, or an input with errors, is
 /// parsed into its document and read fully. An input with errors is mapped a second time,
 /// recording, for the errors' paths.
 pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
