@@ -6,10 +6,10 @@
 //! - `reply` direction (the schema of what a producer sends, while consumers were written against
 //!   OLD): a change breaks when NEW allows something OLD did not.
 //!
-//! One walk ([`walk`]) lists the places where schema B rejects something schema A accepts; run
+//! One walk (`walk`) lists the places where schema B rejects something schema A accepts; run
 //! with A = OLD it finds narrowings, with A = NEW widenings. For each place in the breaking
-//! direction the gate builds candidate instances ([`generate`]) and keeps the first one
-//! jsonschema confirms ([`verify`]); without one the finding is `unknown`, never `compatible`.
+//! direction the gate builds candidate instances (`generate`) and keeps the first one
+//! jsonschema confirms (`verify`); without one the finding is `unknown`, never `compatible`.
 //! The changes of the other direction are listed as `compatible`.
 //!
 //! Reading conventions, chosen to match how the protocol's two sides behave:
