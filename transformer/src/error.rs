@@ -125,13 +125,14 @@ pub fn parse_document(bytes: &[u8]) -> Result<Json<'_>> {
     Json::parse(utf8(bytes)?).map_err(syntax_error)
 }
 
-/// [`parse_document`], with the hash of the compact text when taken while parsing (see
-/// [`Json::parse_hashed`]).
-pub(crate) fn parse_document_hashed(bytes: &[u8]) -> Result<(Json<'_>, Option<u64>)> {
-    Json::parse_hashed(utf8(bytes)?).map_err(syntax_error)
+/// [`parse_document`] of text already checked as UTF-8 ([`utf8`]), with the hash of the compact
+/// text when taken while parsing (see [`Json::parse_hashed`]).
+pub(crate) fn parse_text_hashed(text: &str) -> Result<(Json<'_>, Option<u64>)> {
+    Json::parse_hashed(text).map_err(syntax_error)
 }
 
-fn utf8(bytes: &[u8]) -> Result<&str> {
+/// The bytes as text, or the error convention's error for bytes that are not UTF-8.
+pub(crate) fn utf8(bytes: &[u8]) -> Result<&str> {
     std::str::from_utf8(bytes).map_err(|e| {
         FieldError::new(
             "",

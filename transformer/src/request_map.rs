@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::csharp::{
     self, Action, Body, CsMessage, CsRequest, Dialect, Locations, PromptWeighting,
 };
-use crate::error::{parse_document, parse_document_hashed, Errors, FieldError, Result};
+use crate::error::{parse_document, parse_text_hashed, utf8, Errors, FieldError, Result};
 use crate::flat::Flat;
 use crate::json::{content_hash, Json};
 use crate::python::{self, Data, Envelope, InferenceData};
@@ -240,27 +240,24 @@ impl serde::Serialize for Report {
 /// parsed into its document and read fully. An input with errors is mapped a second time,
 /// recording, for the errors' paths.
 pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
-    if let Some((request, hash)) = std::str::from_utf8(bytes).ok().and_then(csharp::http_body) {
-        let message = CsMessage {
-            dialect: Dialect::HttpBody,
-            action: Action::GenerateSdxlEnhanced,
-            session_id: None,
-            body: Body::Generate(request),
-            locations: Locations::new(),
-        };
-        if let Ok((message, _)) = map_message(Ctx::unrecorded(), message, || hash, options) {
+    let text = utf8(bytes)?;
+    // Whether the mapping without recording was tried (and found errors).
+    let mut failed = false;
+    if let Some((request, hash)) = csharp::http_body(text) {
+        let message = CsMessage::http_body(request, Locations::new());
+        match map_message(Ctx::unrecorded(), message, || hash, options) {
+            Ok((message, _)) => return Ok(Mapping::new(message, Report::deferred(bytes, options))),
+            Err(_) => failed = true,
+        }
+    }
+    let (input, compact_hash) = parse_text_hashed(text)?;
+    if !failed {
+        if let Ok((message, _)) = map_document(&input, compact_hash, options, false) {
             return Ok(Mapping::new(message, Report::deferred(bytes, options)));
         }
     }
-    let (input, compact_hash) = parse_document_hashed(bytes)?;
-    let (message, report) = match map_document(&input, compact_hash, options, false) {
-        Ok((message, _)) => (message, Report::deferred(bytes, options)),
-        Err(_) => {
-            let (message, report) = map_document(&input, compact_hash, options, true)?;
-            (message, Report::ready(report))
-        }
-    };
-    Ok(Mapping::new(message, report))
+    let (message, report) = map_document(&input, compact_hash, options, true)?;
+    Ok(Mapping::new(message, Report::ready(report)))
 }
 
 /// Maps one C# message to the Python v2 envelope; all errors of the message at once.

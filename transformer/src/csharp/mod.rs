@@ -239,3 +239,16 @@ pub struct CsMessage {
     pub body: Body,
     pub locations: Locations,
 }
+
+impl CsMessage {
+    /// The HTTP body (`POST /api/EnhancedSDXL/generate`): a generate request, no session.
+    pub(crate) fn http_body(request: Box<CsRequest>, locations: Locations) -> CsMessage {
+        CsMessage {
+            dialect: Dialect::HttpBody,
+            action: Action::GenerateSdxlEnhanced,
+            session_id: None,
+            body: Body::Generate(request),
+            locations,
+        }
+    }
+}

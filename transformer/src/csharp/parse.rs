@@ -71,7 +71,6 @@ pub(crate) fn parse_document(ctx: &mut Ctx, value: &Json<'_>) -> Option<CsMessag
             locations,
         });
     }
-    const SECTIONS: [&str; 4] = ["model", "scheduler", "hyperparameters", "conditioning"];
     if !SECTIONS.iter().any(|s| top.has(s)) {
         ctx.error(FieldError::new(
             "",
@@ -83,14 +82,11 @@ pub(crate) fn parse_document(ctx: &mut Ctx, value: &Json<'_>) -> Option<CsMessag
     }
     let request = parse_request(ctx, top, "", &mut locations);
     debug_assert!(record || locations.is_empty());
-    Some(CsMessage {
-        dialect: Dialect::HttpBody,
-        action: Action::GenerateSdxlEnhanced,
-        session_id: None,
-        body: Body::Generate(Box::new(request)),
-        locations,
-    })
+    Some(CsMessage::http_body(Box::new(request), locations))
 }
+
+/// The sections of which an HTTP body has at least one.
+pub(super) const SECTIONS: [&str; 4] = ["model", "scheduler", "hyperparameters", "conditioning"];
 
 type ActionParts = (Dialect, Action, Option<String>, Body);
 

@@ -45,10 +45,7 @@ pub(crate) fn http_body(text: &str) -> Option<(Box<CsRequest>, u64)> {
         b"$schema" | b"properties" | b"type" | b"messagetype" | b"modelname"
         | b"numinferencesteps" | b"action" => None,
         _ => {
-            body |= matches!(
-                name,
-                b"model" | b"scheduler" | b"hyperparameters" | b"conditioning"
-            );
+            body |= super::parse::SECTIONS.iter().any(|s| s.as_bytes() == name);
             section(&mut request, &mut seen, name, value)
         }
     })?;
