@@ -60,7 +60,7 @@ struct Slot {
 pub struct Flat {
     slots: Vec<Slot>,
     text: String,
-    /// The writer's stack of open containers, kept with the buffers (empty between writes).
+    /// While it is written: the containers open, innermost last (kept with the buffers).
     open: Vec<usize>,
 }
 
@@ -103,18 +103,13 @@ impl Flat {
     pub fn rewrite<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), FlatError> {
         self.slots.clear();
         self.text.clear();
-        let mut open = std::mem::take(&mut self.open);
-        open.clear();
+        self.open.clear();
         let mut writer = Writer {
             flat: self,
-            open,
             key: Key::None,
         };
-        let written = value.serialize(&mut writer);
-        let complete = writer.open.is_empty() && !writer.flat.slots.is_empty();
-        self.open = writer.open;
-        written?;
-        if !complete {
+        value.serialize(&mut writer)?;
+        if !self.open.is_empty() || self.slots.is_empty() {
             return Err(FlatError("incomplete value".into()));
         }
         Ok(())
@@ -138,8 +133,6 @@ impl Flat {
 /// Writes a `Serialize` into a [`Flat`].
 struct Writer<'f> {
     flat: &'f mut Flat,
-    /// The containers being written, innermost last.
-    open: Vec<usize>,
     /// The name of the map member whose value is written next.
     key: Key,
 }
@@ -149,7 +142,7 @@ impl Writer<'_> {
     // stalls (a store-forwarding miss) on every node.
     #[inline(always)]
     fn push(&mut self, kind: Kind) -> usize {
-        if let Some(&parent) = self.open.last() {
+        if let Some(&parent) = self.flat.open.last() {
             match &mut self.flat.slots[parent].kind {
                 Kind::Array(n) | Kind::Object(n) => *n += 1,
                 _ => unreachable!("only containers are opened"),
@@ -179,11 +172,11 @@ impl Writer<'_> {
 
     fn open(&mut self, kind: Kind) {
         let at = self.push(kind);
-        self.open.push(at);
+        self.flat.open.push(at);
     }
 
     fn close(&mut self) {
-        if let Some(at) = self.open.pop() {
+        if let Some(at) = self.flat.open.pop() {
             self.flat.slots[at].end = self.flat.slots.len() as u32;
         }
     }
@@ -208,7 +201,7 @@ impl Writer<'_> {
         self.open(Kind::Object(0));
         let at = self.push(kind);
         self.flat.slots[at].key = Key::Static(variant);
-        self.open.push(at);
+        self.flat.open.push(at);
     }
 
     fn float(&mut self, f: f64) {

@@ -261,7 +261,7 @@ impl<'a> MembersBuilder<'a> {
     /// that key, whose value is to be replaced); true when the key was there already.
     #[inline(always)]
     fn slot(&mut self, key: Cow<'a, str>) -> (&mut Json<'a>, bool) {
-        let bit = 1u64 << ((key.len() * 7 + usize::from(key.bytes().next().unwrap_or(0))) % 64);
+        let bit = key_bit(&key);
         let existing = if self.seen & bit == 0 {
             None
         } else {
@@ -301,8 +301,6 @@ struct Plain<'a> {
     bytes: &'a [u8],
     pos: usize,
     depth: usize,
-    /// The compact text's hash so far (what `serde_json::to_writer` would write of what has been
-    /// read); wrong once a key repeats (the compact text then differs from the reading order).
     /// The compact text of what has been read (what `serde_json::to_writer` would write of
     /// it) is `compact[..compact_len]` and then the input from `run` to here: everything read
     /// is written as it is in the input but whitespace (which ends a run) and the rare pieces
@@ -825,9 +823,16 @@ pub(crate) enum Next {
 /// reader that knows which values it wants. Every method gives `None` (or `false`) for what
 /// it does not read exactly as that parser does, and the caller then parses the text whole.
 ///
-/// Unlike the document, a repeated key is not resolved: [`Pull::object`] gives up on one.
+/// Unlike the document, a repeated key is not resolved: the reading gives up on one (see
+/// [`Pull::object`]).
 pub(crate) struct Pull<'a> {
     plain: Plain<'a>,
+}
+
+/// A bit per key length and first byte (mod 64): a key whose bit is not set in an object's
+/// mask of the keys read so far is new there.
+fn key_bit(key: &str) -> u64 {
+    1u64 << ((key.len() * 7 + usize::from(key.bytes().next().unwrap_or(0))) % 64)
 }
 
 /// The keys of the members of one object that its reader left, to find a repeated one. Such
@@ -835,14 +840,14 @@ pub(crate) struct Pull<'a> {
 #[derive(Default)]
 struct Keys<'a> {
     keys: Vec<&'a str>,
-    /// A bit per key length and first byte (mod 64), as in [`MembersBuilder`].
+    /// The [`key_bit`]s of `keys`.
     seen: u64,
 }
 
 impl<'a> Keys<'a> {
     /// `None` when `key` is there already.
     fn insert(&mut self, key: &'a str) -> Option<()> {
-        let bit = 1u64 << ((key.len() * 7 + usize::from(key.bytes().next().unwrap_or(0))) % 64);
+        let bit = key_bit(key);
         if self.seen & bit != 0 && self.keys.contains(&key) {
             return None;
         }

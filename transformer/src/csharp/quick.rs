@@ -343,8 +343,8 @@ impl Source for Pull<'_> {
     fn string(&mut self) -> Option<String> {
         Pull::string(self).map(|s| s.into_owned())
     }
-    fn members(&mut self, mut read: impl FnMut(&str, &mut Self) -> Option<()>) -> Option<()> {
-        self.object(|key, pull| read(key, pull))
+    fn members(&mut self, read: impl FnMut(&str, &mut Self) -> Option<()>) -> Option<()> {
+        self.object(read)
     }
     fn elements(&mut self, read: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
         self.array(read)
