@@ -358,29 +358,13 @@ impl<'a> Plain<'a> {
     fn skip_whitespace(&mut self) {
         let from = self.pos;
         self.pos += 1;
-        // A single space (after `:`), else eight bytes at a time: past the whitespace bytes of
-        // each block, up to its first other.
+        // A single space (after `:`), else a block scan.
         if !matches!(self.peek(), Some(b' ' | b'\n' | b'\t' | b'\r')) {
             self.copy_run(from);
             self.run = self.pos;
             return;
         }
-        while let Some(block) = self.bytes.get(self.pos..self.pos + 8) {
-            let v = u64::from_le_bytes(block.try_into().unwrap_or([0; 8]));
-            let space = swar::bytes_equal(v, b' ')
-                | swar::bytes_equal(v, b'\n')
-                | swar::bytes_equal(v, b'\t')
-                | swar::bytes_equal(v, b'\r');
-            let other = !space & swar::HIGHS;
-            if other != 0 {
-                self.pos += swar::first(other);
-                break;
-            }
-            self.pos += 8;
-        }
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = self.peek() {
-            self.pos += 1;
-        }
+        self.pos = scan::whitespace_end(self.bytes, self.pos);
         self.copy_run(from);
         self.run = self.pos;
     }
@@ -573,33 +557,12 @@ impl<'a> Plain<'a> {
         }
     }
 
-    /// Past the bytes a string holds as they are (not `"`, `\\` or a control character),
-    /// eight at a time while none is there.
+    /// Past the bytes a string holds as they are (not `"`, `\\` or a control character).
+    #[inline(always)]
     fn skip_plain(&mut self) {
-        use swar::{HIGHS, ONES};
-        // A byte's high bit per test, exact for the block's first byte that passes one (a
-        // false positive only follows a true one).
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-        while let Some(chunk) = self.bytes.get(self.pos..self.pos + 8) {
-            let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
-            let special =
-                control | zero(v ^ (ONES * u64::from(b'"'))) | zero(v ^ (ONES * u64::from(b'\\')));
-            if special != 0 {
-                self.pos += swar::first(special);
-                return;
-            }
-            self.pos += 8;
-        }
-        while let Some(b) = self.peek() {
-            if b == b'"' || b == b'\\' || b < 0x20 {
-                return;
-            }
-            self.pos += 1;
-        }
+        self.pos = scan::string_stop(self.bytes, self.pos);
     }
 
-    /// One escape (its backslash read), decoded onto `out`.
     fn escape(&mut self, out: &mut String) -> Option<()> {
         let c = self.peek()?;
         self.pos += 1;
@@ -788,14 +751,14 @@ impl<'de> Visitor<'de> for KeyVisitor {
 }
 
 /// Eight bytes at a time, as one little-endian `u64`.
-mod swar {
-    pub(super) const ONES: u64 = u64::from_le_bytes([0x01; 8]);
-    pub(super) const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
+pub(crate) mod swar {
+    pub(crate) const ONES: u64 = u64::from_le_bytes([0x01; 8]);
+    pub(crate) const HIGHS: u64 = u64::from_le_bytes([0x80; 8]);
     const LOWS: u64 = u64::from_le_bytes([0x7f; 8]);
 
     /// The high bit of each byte of `v` equal to `byte` (exactly those).
     #[inline(always)]
-    pub(super) fn bytes_equal(v: u64, byte: u8) -> u64 {
+    pub(crate) fn bytes_equal(v: u64, byte: u8) -> u64 {
         let x = v ^ (ONES * u64::from(byte));
         !(((x & LOWS) + LOWS) | x) & HIGHS
     }
@@ -804,6 +767,127 @@ mod swar {
     #[inline(always)]
     pub(super) fn first(mask: u64) -> usize {
         (mask.trailing_zeros() / 8) as usize
+    }
+}
+
+/// The two scans of the reader: past whitespace, and past a string's plain bytes. Sixteen bytes
+/// at a time with SSE2 where the target has it (every x86-64), eight at a time otherwise, the
+/// last few one by one.
+mod scan {
+    use super::swar::{self, HIGHS, ONES};
+
+    /// The index of the first byte from `pos` that is not JSON whitespace (` `, `\n`, `\t`,
+    /// `\r`), or the length.
+    #[inline(always)]
+    pub(super) fn whitespace_end(bytes: &[u8], mut pos: usize) -> usize {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        while let Some(block) = block16(bytes, pos) {
+            let other = sse2::not_whitespace(block);
+            if other != 0 {
+                return pos + other.trailing_zeros() as usize;
+            }
+            pos += 16;
+        }
+        while let Some(block) = bytes.get(pos..pos + 8) {
+            let v = u64::from_le_bytes(block.try_into().unwrap_or([0; 8]));
+            let space = swar::bytes_equal(v, b' ')
+                | swar::bytes_equal(v, b'\n')
+                | swar::bytes_equal(v, b'\t')
+                | swar::bytes_equal(v, b'\r');
+            let other = !space & HIGHS;
+            if other != 0 {
+                return pos + swar::first(other);
+            }
+            pos += 8;
+        }
+        while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(pos) {
+            pos += 1;
+        }
+        pos
+    }
+
+    /// The index of the first byte from `pos` that a string cannot hold as it is (`"`, `\\` or
+    /// a control character), or the length.
+    #[inline(always)]
+    pub(super) fn string_stop(bytes: &[u8], mut pos: usize) -> usize {
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+        while let Some(block) = block16(bytes, pos) {
+            let special = sse2::string_special(block);
+            if special != 0 {
+                return pos + special.trailing_zeros() as usize;
+            }
+            pos += 16;
+        }
+        // A byte's high bit per test, exact for the block's first byte that passes one (a
+        // false positive only follows a true one).
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        while let Some(chunk) = bytes.get(pos..pos + 8) {
+            let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
+            let special =
+                control | zero(v ^ (ONES * u64::from(b'"'))) | zero(v ^ (ONES * u64::from(b'\\')));
+            if special != 0 {
+                return pos + swar::first(special);
+            }
+            pos += 8;
+        }
+        while let Some(&b) = bytes.get(pos) {
+            if b == b'"' || b == b'\\' || b < 0x20 {
+                break;
+            }
+            pos += 1;
+        }
+        pos
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    #[inline(always)]
+    fn block16(bytes: &[u8], pos: usize) -> Option<&[u8; 16]> {
+        bytes.get(pos..pos + 16)?.try_into().ok()
+    }
+
+    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+    mod sse2 {
+        use std::arch::x86_64::{
+            _mm_cmpeq_epi8, _mm_loadu_si128, _mm_max_epu8, _mm_movemask_epi8, _mm_or_si128,
+            _mm_set1_epi8,
+        };
+
+        /// A bit per byte of `block` (bit `i` for byte `i`) that is not JSON whitespace.
+        #[inline(always)]
+        pub(super) fn not_whitespace(block: &[u8; 16]) -> u32 {
+            // SAFETY: SSE2 is enabled for this target (the `cfg` above), and the load reads the
+            // 16 bytes `block` borrows (unaligned loads are allowed).
+            let space = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().cast());
+                let eq = |byte: u8| _mm_cmpeq_epi8(v, _mm_set1_epi8(byte as i8));
+                _mm_movemask_epi8(_mm_or_si128(
+                    _mm_or_si128(eq(b' '), eq(b'\n')),
+                    _mm_or_si128(eq(b'\t'), eq(b'\r')),
+                ))
+            };
+            !(space as u32) & 0xffff
+        }
+
+        /// A bit per byte of `block` that is `"`, `\\` or a control character (below 0x20).
+        #[inline(always)]
+        pub(super) fn string_special(block: &[u8; 16]) -> u32 {
+            // SAFETY: as in `not_whitespace`.
+            let special = unsafe {
+                let v = _mm_loadu_si128(block.as_ptr().cast());
+                let eq = |w| _mm_cmpeq_epi8(v, w);
+                // Below 0x20: the larger of the byte and 0x1f (unsigned) is 0x1f.
+                let low = _mm_set1_epi8(0x1f);
+                _mm_movemask_epi8(_mm_or_si128(
+                    _mm_or_si128(
+                        eq(_mm_set1_epi8(b'"' as i8)),
+                        eq(_mm_set1_epi8(b'\\' as i8)),
+                    ),
+                    _mm_cmpeq_epi8(_mm_max_epu8(v, low), low),
+                ))
+            };
+            special as u32
+        }
     }
 }
 
@@ -1110,6 +1194,51 @@ impl Plain<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The block scans find what a byte-by-byte scan finds, from every start, in texts whose
+    /// stopping byte sits at every place of a 16- and an 8-byte block and past the end.
+    #[test]
+    fn block_scans_are_the_byte_scans() {
+        let is_whitespace = |b: u8| matches!(b, b' ' | b'\n' | b'\t' | b'\r');
+        let plain = |b: u8| b != b'"' && b != b'\\' && b >= 0x20;
+        let fillers: [&[u8]; 2] = [b" \n\t\r", b"ab\xc3\xa9Z~\x7f\xff"];
+        let stops: [u8; 8] = [b'"', b'\\', 0x00, 0x1f, b'x', b'{', 0x0b, 0x80];
+        for len in 0..40 {
+            for stop_at in 0..=len {
+                for (f, filler) in fillers.iter().enumerate() {
+                    for &stop in &stops {
+                        let mut text: Vec<u8> =
+                            (0..len).map(|i| filler[i % filler.len()]).collect();
+                        if stop_at < len {
+                            text[stop_at] = stop;
+                        }
+                        for from in 0..=len {
+                            let mut expected = from;
+                            if f == 0 {
+                                while expected < len && is_whitespace(text[expected]) {
+                                    expected += 1;
+                                }
+                                assert_eq!(
+                                    scan::whitespace_end(&text, from),
+                                    expected,
+                                    "{text:?} from {from}"
+                                );
+                            } else {
+                                while expected < len && plain(text[expected]) {
+                                    expected += 1;
+                                }
+                                assert_eq!(
+                                    scan::string_stop(&text, from),
+                                    expected,
+                                    "{text:?} from {from}"
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
 
     fn same_as_value(text: &str) {
         let value: Value = serde_json::from_str(text).unwrap();

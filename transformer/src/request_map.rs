@@ -64,16 +64,17 @@ pub struct MapOptions {
 ///
 /// The message is kept as the mapping made it ([`python::Message`], already checked against the
 /// v2 schema); its [`Envelope`] (with `data` as a `Value`) is built when first asked for, and
-/// [`Mapping::write_json`] writes the JSON text without it.
-pub struct Mapping {
+/// [`Mapping::write_json`] writes the JSON text without it. `'a`: the input, which a
+/// [`transform_request`] mapping borrows until its report is built ([`Mapping::into_owned`]).
+pub struct Mapping<'a> {
     typed: python::Message,
     envelope: OnceLock<Envelope>,
     /// The mapping report; [`transform_request`] builds it when first read.
-    pub report: Report,
+    pub report: Report<'a>,
 }
 
-impl Mapping {
-    fn new(typed: python::Message, report: Report) -> Mapping {
+impl<'a> Mapping<'a> {
+    fn new(typed: python::Message, report: Report<'a>) -> Mapping<'a> {
         Mapping {
             typed,
             envelope: OnceLock::new(),
@@ -92,6 +93,15 @@ impl Mapping {
         match self.envelope.into_inner() {
             Some(envelope) => envelope,
             None => self.typed.into_envelope(),
+        }
+    }
+
+    /// The same mapping, its report built: no longer borrowing the input.
+    pub fn into_owned(self) -> Mapping<'static> {
+        Mapping {
+            typed: self.typed,
+            envelope: self.envelope,
+            report: Report::ready(self.report.into_inner()),
         }
     }
 
@@ -115,7 +125,7 @@ impl Mapping {
     }
 }
 
-impl Clone for Mapping {
+impl Clone for Mapping<'_> {
     fn clone(&self) -> Self {
         Mapping {
             typed: self.typed.clone(),
@@ -125,13 +135,13 @@ impl Clone for Mapping {
     }
 }
 
-impl PartialEq for Mapping {
+impl PartialEq for Mapping<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.typed == other.typed && self.report == other.report
     }
 }
 
-impl fmt::Debug for Mapping {
+impl fmt::Debug for Mapping<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Mapping")
             .field("message", self.message())
@@ -146,14 +156,15 @@ impl fmt::Debug for Mapping {
 /// The report names every field of the message with its JSON Pointers, most of the work of a
 /// mapping; a caller that only forwards the message never reads it. [`transform_request`] keeps
 /// the input and, when the report is first read, maps it once more recording everything: the
-/// mapping is a pure function of the input and the options, so it is the same report.
-pub struct Report {
+/// mapping is a pure function of the input and the options, so it is the same report. Until
+/// then it borrows the input (`'a`): copying it would be a fair part of a mapping's cost.
+pub struct Report<'a> {
     report: OnceLock<MappingReport>,
     /// The input and options to map again, when not built yet.
-    source: Option<(Box<[u8]>, MapOptions)>,
+    source: Option<(&'a [u8], MapOptions)>,
 }
 
-impl Report {
+impl<'a> Report<'a> {
     /// A report already built.
     pub fn ready(report: MappingReport) -> Self {
         Report {
@@ -162,10 +173,10 @@ impl Report {
         }
     }
 
-    fn deferred(bytes: &[u8], options: &MapOptions) -> Self {
+    fn deferred(bytes: &'a [u8], options: &MapOptions) -> Self {
         Report {
             report: OnceLock::new(),
-            source: Some((bytes.into(), options.clone())),
+            source: Some((bytes, options.clone())),
         }
     }
 
@@ -191,7 +202,7 @@ impl Report {
     }
 }
 
-impl std::ops::Deref for Report {
+impl std::ops::Deref for Report<'_> {
     type Target = MappingReport;
 
     fn deref(&self) -> &MappingReport {
@@ -199,31 +210,31 @@ impl std::ops::Deref for Report {
     }
 }
 
-impl From<MappingReport> for Report {
+impl From<MappingReport> for Report<'_> {
     fn from(report: MappingReport) -> Self {
         Report::ready(report)
     }
 }
 
-impl Clone for Report {
+impl Clone for Report<'_> {
     fn clone(&self) -> Self {
         Report::ready(self.get().clone())
     }
 }
 
-impl PartialEq for Report {
+impl PartialEq for Report<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.get() == other.get()
     }
 }
 
-impl std::fmt::Debug for Report {
+impl std::fmt::Debug for Report<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         self.get().fmt(f)
     }
 }
 
-impl serde::Serialize for Report {
+impl serde::Serialize for Report<'_> {
     fn serialize<S: serde::Serializer>(
         &self,
         serializer: S,
@@ -239,7 +250,7 @@ impl serde::Serialize for Report {
 /// building its document (`csharp::http_body`); anything else, or an input with errors, is
 /// parsed into its document and read fully. An input with errors is mapped a second time,
 /// recording, for the errors' paths.
-pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> {
+pub fn transform_request<'a>(bytes: &'a [u8], options: &MapOptions) -> Result<Mapping<'a>> {
     let text = utf8(bytes)?;
     // Whether the mapping without recording was tried (and found errors).
     let mut failed = false;
@@ -261,7 +272,7 @@ pub fn transform_request(bytes: &[u8], options: &MapOptions) -> Result<Mapping> 
 }
 
 /// Maps one C# message to the Python v2 envelope; all errors of the message at once.
-pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping> {
+pub fn map_request(input: &Value, options: &MapOptions) -> Result<Mapping<'static>> {
     let (message, report) = map_document(&Json::from_value(input), None, options, true)?;
     Ok(Mapping::new(message, Report::ready(report)))
 }

@@ -42,7 +42,8 @@ fn upstream_samples_that_are_messages_map_and_the_others_are_rejected_clearly() 
     for entry in std::fs::read_dir(dir).expect("fixture dir") {
         let path = entry.expect("entry").path();
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        let result = transform_request(&std::fs::read(&path).unwrap(), &MapOptions::default());
+        let bytes = std::fs::read(&path).unwrap();
+        let result = transform_request(&bytes, &MapOptions::default());
         if expected_ok.contains(&name.as_str()) {
             assert!(result.is_ok(), "{name}: {result:?}");
         } else {

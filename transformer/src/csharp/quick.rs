@@ -422,23 +422,81 @@ impl Source for Node<'_> {
 /// empty: it names no field); `None` when the value is not an object, as soon as `f` gives up,
 /// or for a name that is not ASCII or has a `_`.
 fn fields<S: Source>(value: &mut S, mut f: impl FnMut(&[u8], &mut S) -> Option<()>) -> Option<()> {
-    let mut lower = [0u8; 24];
     value.members(|key, value| {
-        let key = key.as_bytes();
-        if !key.is_ascii() || key.contains(&b'_') {
-            return None;
-        }
-        let name = match lower.get_mut(..key.len()) {
-            Some(name) => {
-                for (l, k) in name.iter_mut().zip(key) {
-                    *l = k.to_ascii_lowercase();
-                }
-                &*name
-            }
-            None => &[],
-        };
-        f(name, value)
+        let name = Lowered::new(key.as_bytes())?;
+        f(name.as_bytes(), value)
     })
+}
+
+/// A property name in ASCII lowercase; a name longer than any field's is kept empty.
+struct Lowered {
+    bytes: [u8; Lowered::MAX],
+    len: usize,
+}
+
+impl Lowered {
+    /// Longer than every field's name.
+    const MAX: usize = 24;
+
+    /// Eight bytes at a time: ASCII (no high bit), no `_`, `A`–`Z` to `a`–`z`; `None` for a key
+    /// that is not ASCII or has a `_`. The words are read from the key itself (not from a
+    /// padded copy, which would be read back before its bytes are stored).
+    #[inline(always)]
+    fn new(key: &[u8]) -> Option<Lowered> {
+        use crate::json::swar::{bytes_equal, HIGHS, ONES};
+        let mut bytes = [0u8; Lowered::MAX];
+        if key.len() > Lowered::MAX {
+            return (key.is_ascii() && !key.contains(&b'_')).then_some(Lowered { bytes, len: 0 });
+        }
+        for (i, word) in bytes.chunks_exact_mut(8).enumerate() {
+            let v = word_at(key, 8 * i);
+            if v & HIGHS != 0 || bytes_equal(v, b'_') != 0 {
+                return None;
+            }
+            // With every byte below 0x80 no sum carries into the next byte: the high bit of
+            // `b + 0x80 - x` is set when `b >= x`.
+            let upper = (v + ONES * (0x80 - u64::from(b'A')))
+                & !(v + ONES * (0x80 - u64::from(b'Z') - 1))
+                & HIGHS;
+            word.copy_from_slice(&(v | (upper >> 2)).to_le_bytes());
+        }
+        Some(Lowered {
+            bytes,
+            len: key.len(),
+        })
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+}
+
+/// Bytes `at..at + 8` of `key` as a little-endian word, zero past its end.
+#[inline(always)]
+fn word_at(key: &[u8], at: usize) -> u64 {
+    let rest = key.get(at..).unwrap_or_default();
+    if let Some(word) = rest.first_chunk::<8>() {
+        return u64::from_le_bytes(*word);
+    }
+    let len = rest.len();
+    let u32_at = |i: usize| {
+        u64::from(u32::from_le_bytes([
+            rest[i],
+            rest[i + 1],
+            rest[i + 2],
+            rest[i + 3],
+        ]))
+    };
+    match len {
+        // Two loads that overlap: the same bytes where they do.
+        4..=7 => u32_at(0) | u32_at(len - 4) << (8 * (len - 4)),
+        1..=3 => {
+            u64::from(rest[0])
+                | u64::from(rest[len / 2]) << (8 * (len / 2))
+                | u64::from(rest[len - 1]) << (8 * (len - 1))
+        }
+        _ => 0,
+    }
 }
 
 /// The fields of one object already given (bit per field). Every field is read through it,
@@ -544,6 +602,34 @@ fn objects<S: Source, T>(value: &mut S, read: impl Fn(&mut S) -> Option<T>) -> O
 mod tests {
     use super::*;
     use crate::read::Ctx;
+
+    /// A name lowered eight bytes at a time is the name lowered byte by byte, at every length
+    /// around the words' edges and past the longest field name; `None` exactly for a name with
+    /// a `_` or a byte that is not ASCII.
+    #[test]
+    fn names_lower_as_bytes_do() {
+        let alphabet = b"aZ09-$@[`{Mz";
+        for len in 0..=30 {
+            for shift in 0..alphabet.len() {
+                let key: Vec<u8> = (0..len)
+                    .map(|i| alphabet[(i * 5 + shift) % alphabet.len()])
+                    .collect();
+                let lowered = Lowered::new(&key).expect("ASCII without `_`");
+                if len <= Lowered::MAX {
+                    assert_eq!(lowered.as_bytes(), key.to_ascii_lowercase(), "{key:?}");
+                } else {
+                    assert_eq!(lowered.as_bytes(), b"", "{key:?}");
+                }
+                for at in 0..len {
+                    for odd in [b'_', 0x80, 0xc3] {
+                        let mut bad = key.clone();
+                        bad[at] = odd;
+                        assert!(Lowered::new(&bad).is_none(), "{bad:?}");
+                    }
+                }
+            }
+        }
+    }
 
     /// The one-pass reading gives the full reader's request, or leaves it to the full reader;
     /// always the latter when the full reader finds errors.
