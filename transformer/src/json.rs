@@ -779,71 +779,76 @@ mod scan {
     /// The index of the first byte from `pos` that is not JSON whitespace (` `, `\n`, `\t`,
     /// `\r`), or the length.
     #[inline(always)]
-    pub(super) fn whitespace_end(bytes: &[u8], mut pos: usize) -> usize {
-        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        while let Some(block) = block16(bytes, pos) {
-            let other = sse2::not_whitespace(block);
-            if other != 0 {
-                return pos + other.trailing_zeros() as usize;
-            }
-            pos += 16;
-        }
-        while let Some(block) = bytes.get(pos..pos + 8) {
-            let v = u64::from_le_bytes(block.try_into().unwrap_or([0; 8]));
-            let space = swar::bytes_equal(v, b' ')
-                | swar::bytes_equal(v, b'\n')
-                | swar::bytes_equal(v, b'\t')
-                | swar::bytes_equal(v, b'\r');
-            let other = !space & HIGHS;
-            if other != 0 {
-                return pos + swar::first(other);
-            }
-            pos += 8;
-        }
-        while let Some(b' ' | b'\n' | b'\t' | b'\r') = bytes.get(pos) {
-            pos += 1;
-        }
-        pos
+    pub(super) fn whitespace_end(bytes: &[u8], pos: usize) -> usize {
+        first_stop(
+            bytes,
+            pos,
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+            sse2::not_whitespace,
+            |v| {
+                let space = swar::bytes_equal(v, b' ')
+                    | swar::bytes_equal(v, b'\n')
+                    | swar::bytes_equal(v, b'\t')
+                    | swar::bytes_equal(v, b'\r');
+                !space & HIGHS
+            },
+            |b| !matches!(b, b' ' | b'\n' | b'\t' | b'\r'),
+        )
     }
 
     /// The index of the first byte from `pos` that a string cannot hold as it is (`"`, `\\` or
     /// a control character), or the length.
     #[inline(always)]
-    pub(super) fn string_stop(bytes: &[u8], mut pos: usize) -> usize {
+    pub(super) fn string_stop(bytes: &[u8], pos: usize) -> usize {
+        // A byte's high bit per test, exact for the word's first byte that passes one (a false
+        // positive only follows a true one).
+        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
+        first_stop(
+            bytes,
+            pos,
+            #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
+            sse2::string_special,
+            |v| {
+                let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
+                control | zero(v ^ (ONES * u64::from(b'"'))) | zero(v ^ (ONES * u64::from(b'\\')))
+            },
+            |b| b == b'"' || b == b'\\' || b < 0x20,
+        )
+    }
+
+    /// The index of the first byte from `pos` where `stop` holds, or the length: sixteen bytes
+    /// at a time (`block`: a bit per stopping byte), then eight (`word`: the high bit of each
+    /// byte, exact for the first), then one by one.
+    #[inline(always)]
+    fn first_stop(
+        bytes: &[u8],
+        mut pos: usize,
+        #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))] block: impl Fn(&[u8; 16]) -> u32,
+        word: impl Fn(u64) -> u64,
+        stop: impl Fn(u8) -> bool,
+    ) -> usize {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        while let Some(block) = block16(bytes, pos) {
-            let special = sse2::string_special(block);
-            if special != 0 {
-                return pos + special.trailing_zeros() as usize;
+        while let Some(sixteen) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<16>) {
+            let stops = block(sixteen);
+            if stops != 0 {
+                return pos + stops.trailing_zeros() as usize;
             }
             pos += 16;
         }
-        // A byte's high bit per test, exact for the block's first byte that passes one (a
-        // false positive only follows a true one).
-        let zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-        while let Some(chunk) = bytes.get(pos..pos + 8) {
-            let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            let control = v.wrapping_sub(ONES * 0x20) & !v & HIGHS;
-            let special =
-                control | zero(v ^ (ONES * u64::from(b'"'))) | zero(v ^ (ONES * u64::from(b'\\')));
-            if special != 0 {
-                return pos + swar::first(special);
+        while let Some(eight) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
+            let stops = word(u64::from_le_bytes(*eight));
+            if stops != 0 {
+                return pos + swar::first(stops);
             }
             pos += 8;
         }
         while let Some(&b) = bytes.get(pos) {
-            if b == b'"' || b == b'\\' || b < 0x20 {
+            if stop(b) {
                 break;
             }
             pos += 1;
         }
         pos
-    }
-
-    #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-    #[inline(always)]
-    fn block16(bytes: &[u8], pos: usize) -> Option<&[u8; 16]> {
-        bytes.get(pos..pos + 16)?.try_into().ok()
     }
 
     #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
@@ -1199,41 +1204,29 @@ mod tests {
     /// stopping byte sits at every place of a 16- and an 8-byte block and past the end.
     #[test]
     fn block_scans_are_the_byte_scans() {
-        let is_whitespace = |b: u8| matches!(b, b' ' | b'\n' | b'\t' | b'\r');
-        let plain = |b: u8| b != b'"' && b != b'\\' && b >= 0x20;
-        let fillers: [&[u8]; 2] = [b" \n\t\r", b"ab\xc3\xa9Z~\x7f\xff"];
+        type Scan = fn(&[u8], usize) -> usize;
+        let whitespace: (Scan, fn(u8) -> bool, &[u8]) = (
+            scan::whitespace_end,
+            |b| matches!(b, b' ' | b'\n' | b'\t' | b'\r'),
+            b" \n\t\r",
+        );
+        let string: (Scan, fn(u8) -> bool, &[u8]) = (
+            scan::string_stop,
+            |b| b != b'"' && b != b'\\' && b >= 0x20,
+            b"ab\xc3\xa9Z~\x7f\xff",
+        );
         let stops: [u8; 8] = [b'"', b'\\', 0x00, 0x1f, b'x', b'{', 0x0b, 0x80];
-        for len in 0..40 {
-            for stop_at in 0..=len {
-                for (f, filler) in fillers.iter().enumerate() {
-                    for &stop in &stops {
-                        let mut text: Vec<u8> =
-                            (0..len).map(|i| filler[i % filler.len()]).collect();
-                        if stop_at < len {
-                            text[stop_at] = stop;
-                        }
-                        for from in 0..=len {
-                            let mut expected = from;
-                            if f == 0 {
-                                while expected < len && is_whitespace(text[expected]) {
-                                    expected += 1;
-                                }
-                                assert_eq!(
-                                    scan::whitespace_end(&text, from),
-                                    expected,
-                                    "{text:?} from {from}"
-                                );
-                            } else {
-                                while expected < len && plain(text[expected]) {
-                                    expected += 1;
-                                }
-                                assert_eq!(
-                                    scan::string_stop(&text, from),
-                                    expected,
-                                    "{text:?} from {from}"
-                                );
-                            }
-                        }
+        for (scan, passes, filler) in [whitespace, string] {
+            for len in 0..40 {
+                for (stop_at, &stop) in (0..=len).flat_map(|at| stops.iter().map(move |s| (at, s)))
+                {
+                    let mut text: Vec<u8> = (0..len).map(|i| filler[i % filler.len()]).collect();
+                    if stop_at < len {
+                        text[stop_at] = stop;
+                    }
+                    for from in 0..=len {
+                        let expected = (from..len).find(|&i| !passes(text[i])).unwrap_or(len);
+                        assert_eq!(scan(&text, from), expected, "{text:?} from {from}");
                     }
                 }
             }
