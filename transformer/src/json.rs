@@ -828,15 +828,16 @@ mod scan {
         stop: impl Fn(u8) -> bool,
     ) -> usize {
         #[cfg(all(target_arch = "x86_64", target_feature = "sse2"))]
-        while let Some(sixteen) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<16>) {
+        while let Some(sixteen) = bytes.get(pos..pos + 16) {
+            let sixteen: &[u8; 16] = sixteen.try_into().unwrap_or(&[0; 16]);
             let stops = block(sixteen);
             if stops != 0 {
                 return pos + stops.trailing_zeros() as usize;
             }
             pos += 16;
         }
-        while let Some(eight) = bytes.get(pos..).and_then(<[u8]>::first_chunk::<8>) {
-            let stops = word(u64::from_le_bytes(*eight));
+        while let Some(eight) = bytes.get(pos..pos + 8) {
+            let stops = word(u64::from_le_bytes(eight.try_into().unwrap_or([0; 8])));
             if stops != 0 {
                 return pos + swar::first(stops);
             }
