@@ -65,7 +65,7 @@ pub struct MapOptions {
 /// The message is kept as the mapping made it ([`python::Message`], already checked against the
 /// v2 schema); its [`Envelope`] (with `data` as a `Value`) is built when first asked for, and
 /// [`Mapping::write_json`] writes the JSON text without it. `'a`: the input, which a
-/// [`transform_request`] mapping borrows until its report is built ([`Mapping::into_owned`]).
+/// [`transform_request`] mapping borrows for its report (see [`Report`]).
 pub struct Mapping<'a> {
     typed: python::Message,
     envelope: OnceLock<Envelope>,
@@ -93,15 +93,6 @@ impl<'a> Mapping<'a> {
         match self.envelope.into_inner() {
             Some(envelope) => envelope,
             None => self.typed.into_envelope(),
-        }
-    }
-
-    /// The same mapping, its report built: no longer borrowing the input.
-    pub fn into_owned(self) -> Mapping<'static> {
-        Mapping {
-            typed: self.typed,
-            envelope: self.envelope,
-            report: Report::ready(self.report.into_inner()),
         }
     }
 
